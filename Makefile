@@ -1,0 +1,72 @@
+# Skygate — `make run` serves the gateway, `make test` runs the whole suite.
+# Both work on a fresh Debian machine with Python 3.11 and nothing else prepared.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_TEST_PACKAGES := redis-server postgresql wrk
+
+.DEFAULT_GOAL := help
+.PHONY: help run serve migrate test test-fast lint typecheck format lock test-deps clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# -- environments -------------------------------------------------------------
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv (Debian ships venv without ensurepip)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(PIP) install -q --require-hashes -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) install -q --require-hashes -r requirements.txt -r requirements-dev.txt
+	@touch $(VENV)/.runtime $@
+
+# -- running ------------------------------------------------------------------
+migrate: $(VENV)/.runtime  ## apply database migrations (DATABASE_URL, default ./data/skygate.db)
+	$(BIN)/alembic upgrade head
+
+run: migrate  ## serve on http://127.0.0.1:8000 with the embedded defaults
+	$(BIN)/python main_enterprise.py
+
+serve: migrate  ## serve as in production: gunicorn with uvicorn workers on 0.0.0.0:$$PORT
+	$(BIN)/gunicorn -c gunicorn.conf.py main_enterprise:app
+
+# -- testing ------------------------------------------------------------------
+test-deps:  ## install redis-server, PostgreSQL and wrk from Debian packages when missing
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: test-deps $(VENV)/.dev  ## install what the tests need and run the whole suite
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev  ## ruff and mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-pin requirements*.txt (with hashes) from requirements*.in
+	$(PYTHON) -m venv /tmp/skygate-piptools && /tmp/skygate-piptools/bin/pip install -q pip-tools
+	/tmp/skygate-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
+	/tmp/skygate-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+	sed -i '/^--extra-index-url\|^--find-links\|^--index-url/d' requirements.txt requirements-dev.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""HTTP routers only. Nothing imports `api`; it imports `agents`, `core`, `database`."""

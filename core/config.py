@@ -1,0 +1,233 @@
+"""Every Skygate setting, in one validated class.
+
+Settings come from the environment (and an optional `.env` file). Development
+runs with no environment at all: an SQLite file under `./data`, no Redis, auth
+optional. Production refuses to start on unsafe values, with a message naming
+the variable to fix. Nothing else in Skygate reads `os.environ` for its own
+settings.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VERSION = "0.1.0"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/skygate.db"
+MIN_SECRET_BYTES = 32
+
+Environment = Literal["development", "staging", "production"]
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs platforms hand out onto the async drivers Skygate uses.
+
+    Render and Heroku give `postgres://` or `postgresql://`; SQLAlchemy needs
+    `postgresql+asyncpg://`. libpq's `sslmode` is not an asyncpg argument, so it
+    becomes asyncpg's `ssl`. Plain `sqlite://` becomes `sqlite+aiosqlite://`.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("DATABASE_URL must look like postgresql://user:pass@host/db")
+    scheme = scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"}:
+        scheme = "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        scheme = "sqlite+aiosqlite"
+    url = f"{scheme}://{rest}"
+    if scheme == "postgresql+asyncpg":
+        parts = urlsplit(url)
+        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    return url
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Skygate's configuration. Field names map to upper-case env vars."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Environment = "development"
+    debug: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_json: bool | None = Field(
+        default=None, description="JSON logs; default: on in staging/production or without a TTY"
+    )
+    port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int = Field(default=2, ge=1, le=64)
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=120)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pgbouncer: bool = False
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout: float = Field(default=30, gt=0)
+    db_pool_recycle: int = Field(default=1800, ge=-1)
+
+    redis_url: str | None = None
+    redis_max_connections: int = Field(default=20, ge=1)
+    redis_socket_timeout: float = Field(default=0.5, gt=0, le=30)
+    redis_failure_threshold: int = Field(default=3, ge=1)
+    redis_retry_seconds: float = Field(default=5.0, gt=0)
+
+    jwt_secret_key: SecretStr | None = None
+    encryption_master_key: SecretStr | None = None
+    admin_api_key: SecretStr | None = None
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origin_regex: str | None = None
+
+    enable_cache: bool = True
+    enable_metrics: bool = True
+    rate_limit_per_minute: int = Field(default=60, ge=1)
+    rate_limit_per_hour: int = Field(default=1000, ge=1)
+
+    sentry_dsn: SecretStr | None = None
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+    # -- normalisation -------------------------------------------------------
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return DEFAULT_DATABASE_URL
+        return normalize_database_url(value) if isinstance(value, str) else value
+
+    @field_validator("redis_url", "cors_origin_regex", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_secret_key", "admin_api_key", "encryption_master_key", "sentry_dsn",
+                     mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_shape(cls, origins: list[str]) -> list[str]:
+        cleaned = []
+        for origin in origins:
+            origin = origin.rstrip("/")
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"CORS_ORIGINS entry {origin!r} must be a scheme and host, "
+                    "like https://app.example.com"
+                )
+            cleaned.append(origin)
+        return cleaned
+
+    @field_validator("cors_origin_regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"CORS_ORIGIN_REGEX is not a valid regex: {exc}") from exc
+        return value
+
+    # -- production refusals -------------------------------------------------
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.is_sqlite:
+            problems.append(
+                "DATABASE_URL must point at PostgreSQL in production (SQLite or unset refused)"
+            )
+        secret = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"JWT_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes in production"
+            )
+        if self.admin_api_key is None:
+            problems.append("ADMIN_API_KEY must be set in production")
+        if "*" in self.cors_origins:
+            problems.append("CORS_ORIGINS must not contain '*' in production")
+        if self.debug:
+            problems.append("DEBUG must be false in production")
+        if problems:
+            raise ValueError("refusing to start: " + "; ".join(problems))
+        return self
+
+    # -- derived -------------------------------------------------------------
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @cached_property
+    def json_logs(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        import sys
+
+        return self.environment != "development" or not sys.stderr.isatty()
+
+    @property
+    def version(self) -> str:
+        return VERSION
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for log and error redaction."""
+        secrets = [self.jwt_secret_key, self.admin_api_key, self.encryption_master_key,
+                   self.sentry_dsn]
+        values = [s.get_secret_value() for s in secrets if s is not None]
+        for url in (self.database_url, self.redis_url or ""):
+            password = urlsplit(url).password
+            if password:
+                values.append(password)
+        return [v for v in values if len(v) >= 6]
+
+
+class ConfigurationError(SystemExit):
+    """Raised instead of starting when the environment is invalid or unsafe."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a `ConfigurationError` whose message names
+    each offending variable (no traceback: it is an operator's mistake, not a bug)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(p) for p in error.get("loc", ())).upper()
+            message = str(error.get("msg", "")).removeprefix("Value error, ")
+            lines.append(f"  {name}: {message}" if name else f"  {message}")
+        raise ConfigurationError(
+            "Skygate configuration is invalid:\n" + "\n".join(lines)
+        ) from None

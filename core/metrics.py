@@ -1,0 +1,158 @@
+"""Every Prometheus metric Skygate exports, defined once, and their exposition.
+
+Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` is set by `gunicorn.conf.py` before
+this module is imported, so every value lives in the shared multiprocess
+directory and a scrape of any worker returns the sum over all workers (dead
+workers' counters included, so a counter never goes down when a worker is
+recycled). Labels are bounded: route *templates*, methods, status codes and
+small fixed enums — never a raw path, a key or a user.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MASTER_PID_ENV = "SKYGATE_MASTER_PID"
+UNMATCHED_ROUTE = "<unmatched>"
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0,
+)
+
+# -- HTTP -------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests served.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from request start to the end of the response.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_PROGRESS = Gauge(
+    "http_requests_in_progress",
+    "HTTP requests being served now.",
+    ["method"],
+    multiprocess_mode="livesum",
+)
+
+# -- security ---------------------------------------------------------------
+SECURITY_EVENTS = Counter(
+    "security_events_total",
+    "Security-relevant events (rejected auth, limits, origins, oversized bodies).",
+    ["type"],
+)
+
+# -- dependencies -----------------------------------------------------------
+REDIS_STATE = Gauge(
+    "redis_available",
+    "1 when this worker's Redis circuit is closed (Redis usable), else 0.",
+    multiprocess_mode="liveall",
+)
+REDIS_STATE_CHANGES = Counter(
+    "redis_state_changes_total", "Redis circuit breaker transitions.", ["to"]
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _read_stat(pid: int) -> tuple[float, float, float, int] | None:
+    """(cpu seconds, rss bytes, start time since boot in s, open fds) of a live pid."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (float(parts[11]) + float(parts[12])) / ticks
+    rss = float(parts[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss, float(parts[19]) / ticks, fds
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+class GunicornProcessCollector(Collector):
+    """Process metrics for the gunicorn master and each live worker, by pid.
+
+    prometheus-client's ProcessCollector reports only the process that happens to
+    answer the scrape; summing per-process CPU counters across recycled workers
+    would go backwards. One series per live process (labels `pid`, `role`) keeps
+    every counter monotonic and shows each worker's memory.
+    """
+
+    def __init__(self, master_pid: int) -> None:
+        self.master_pid = master_pid
+        try:
+            self.boot = _boot_time()
+        except OSError:
+            self.boot = 0.0
+
+    def _pids(self) -> list[tuple[int, str]]:
+        pids = [(self.master_pid, "master")]
+        try:
+            children = Path(
+                f"/proc/{self.master_pid}/task/{self.master_pid}/children"
+            ).read_text().split()
+        except OSError:
+            children = []
+        pids.extend((int(c), "worker") for c in children)
+        return pids
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["pid", "role"]
+        cpu = CounterMetricFamily(
+            "process_cpu_seconds_total", "Total user and system CPU time.", labels=labels
+        )
+        rss = GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory size.", labels=labels
+        )
+        start = GaugeMetricFamily(
+            "process_start_time_seconds", "Process start time (unix epoch).", labels=labels
+        )
+        fds = GaugeMetricFamily("process_open_fds", "Open file descriptors.", labels=labels)
+        for pid, role in self._pids():
+            stat = _read_stat(pid)
+            if stat is None:
+                continue
+            values = [str(pid), role]
+            cpu.add_metric(values, stat[0])
+            rss.add_metric(values, stat[1])
+            start.add_metric(values, self.boot + stat[2])
+            fds.add_metric(values, stat[3])
+        return [cpu, rss, start, fds]
+
+
+def render_latest() -> tuple[bytes, str]:
+    """The exposition body and content type for a scrape of this process."""
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    master = os.environ.get(MASTER_PID_ENV)
+    registry.register(GunicornProcessCollector(int(master) if master else os.getpid()))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,73 @@
+"""The gunicorn worker: uvicorn-worker's UvicornWorker with a readiness drain.
+
+On SIGTERM (a deploy, a scale-down) the worker first marks itself not ready —
+`/ready` answers 503 so the load balancer stops sending new traffic — keeps
+serving for `SHUTDOWN_DRAIN_SECONDS`, then stops accepting and lets in-flight
+requests finish (uvicorn's graceful shutdown, bounded by gunicorn's
+`graceful_timeout`). SIGINT and SIGQUIT still stop at once. Uvicorn's own
+access log is off: `core.middleware` writes the one access line.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker
+
+from core.config import Settings
+
+
+class DrainingServer(Server):
+    """A uvicorn Server that drains for a while before it stops on SIGTERM."""
+
+    def __init__(self, config: Config, *, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain_seconds = drain_seconds
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain_until is not None:
+            return  # already draining: a repeated TERM (e.g. to the process group) changes nothing
+        if sig == signal.SIGTERM and self.drain_seconds > 0:
+            self.drain_until = time.monotonic() + self.drain_seconds
+            lifecycle = getattr(getattr(self.config.app, "state", None), "lifecycle", None)
+            if lifecycle is not None:
+                lifecycle.draining = True
+            self._captured_signals.append(sig)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+class SkygateWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships no types
+    """`worker_class` for gunicorn: uvloop + httptools, no access log, drain on TERM."""
+
+    CONFIG_KWARGS: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "server_header": False,
+        "lifespan": "on",
+    }
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        drain = Settings().shutdown_drain_seconds
+        server = DrainingServer(config=self.config, drain_seconds=drain)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            import sys
+
+            from gunicorn.arbiter import Arbiter
+
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

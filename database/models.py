@@ -1,0 +1,50 @@
+"""ORM models. Table and constraint names follow one naming convention so that
+Alembic migrations are stable on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UsageRecord(Base):
+    """One served LLM request: who, which model, tokens, cost, latency, outcome.
+
+    Written in batches off the request path; summarised by `/api/v1/usage`.
+    """
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    request_id: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    model_group: Mapped[str] = mapped_column(String(128))
+    provider: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(256))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Numeric(18, 9), default=0)
+    latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
+    cache_status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32))

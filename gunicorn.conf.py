@@ -1,0 +1,75 @@
+"""gunicorn settings for Skygate: `gunicorn -c gunicorn.conf.py main_enterprise:app`.
+
+- uvicorn workers (`core.serving.SkygateWorker`), `WEB_CONCURRENCY` of them (2);
+- bind 0.0.0.0:$PORT (Render sets PORT);
+- timeout 120 s, graceful timeout `GRACEFUL_TIMEOUT` (30 s) covering the
+  readiness drain (`SHUTDOWN_DRAIN_SECONDS`) plus in-flight requests;
+- workers recycled after `MAX_REQUESTS` (10000) ± `MAX_REQUESTS_JITTER` requests;
+- Prometheus multiprocess mode: the directory is created and emptied when the
+  master starts and each dead worker's live gauges are dropped;
+- logs through structlog, like the app's;
+- the configuration is validated in the master, so an unsafe production setup
+  stops before any worker forks, with a message naming the variable.
+
+This file deliberately imports no prometheus metric definitions: metric values
+must be created in the workers, after PROMETHEUS_MULTIPROC_DIR is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Validate first: a bad environment must stop the master, not each worker.
+from core.config import ConfigurationError, load_settings
+from core.logging import configure_logging, logging_dict
+
+try:
+    _settings = load_settings()
+except ConfigurationError as _exc:
+    print(_exc, file=sys.stderr)
+    raise
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = "core.serving.SkygateWorker"
+timeout = 120
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+keepalive = 75  # above common load balancer idle timeouts (Render's is 60 s)
+max_requests = int(os.environ.get("MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "1000"))
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
+accesslog = None
+logconfig_dict = logging_dict(json_logs=_settings.json_logs, level=_settings.log_level)
+
+# Prometheus multiprocess mode: must be in the environment before any worker
+# imports prometheus_client.
+if _settings.enable_metrics:
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR",
+        str(Path(tempfile.gettempdir()) / f"skygate-metrics-{_settings.port}"),
+    )
+
+
+def on_starting(server: Any) -> None:
+    """Master start: fresh metrics directory, structlog everywhere."""
+    configure_logging(json_logs=_settings.json_logs, level=_settings.log_level,
+                      secrets=_settings.secret_values())
+    os.environ["SKYGATE_MASTER_PID"] = str(os.getpid())
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker died or was recycled: drop its live gauges, keep its counters."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

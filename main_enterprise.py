@@ -1,0 +1,103 @@
+"""Skygate's entry point: `create_app(settings)` builds the ASGI app.
+
+`app = create_app()` is what gunicorn serves (`main_enterprise:app`);
+`python main_enterprise.py` runs the embedded development server. Nothing here
+opens a connection at import time: resources open in the lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api import metrics as metrics_api
+from api import probes, root
+from api.v1 import router as v1_router
+from core import metrics
+from core.config import Settings, load_settings
+from core.errors import install_exception_handlers
+from core.health import Lifecycle
+from core.logging import configure_logging
+from core.middleware import BodySizeLimitMiddleware, CORSMiddleware, RequestContextMiddleware
+from core.sentry import init_sentry
+from core.services import open_services
+
+log = structlog.get_logger("skygate")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(json_logs=settings.json_logs, level=settings.log_level,
+                      secrets=settings.secret_values())
+    init_sentry(settings)
+    lifecycle = Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(settings, lifecycle)
+        app.state.services = services
+        log.info("skygate_started", environment=settings.environment,
+                 version=settings.version, database=services.engine.dialect.name,
+                 redis=services.redis.state)
+        try:
+            yield
+        finally:
+            lifecycle.draining = True
+            await services.close()
+            log.info("skygate_stopped")
+
+    app = FastAPI(
+        title="Skygate",
+        version=settings.version,
+        lifespan=lifespan,
+        docs_url=None if settings.is_production else "/docs",
+        redoc_url=None,
+        openapi_url=None if settings.is_production else "/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.lifecycle = lifecycle
+    install_exception_handlers(app)
+
+    # Middleware, innermost first (each add_middleware wraps the previous):
+    # RequestContext -> CORS -> BodySizeLimit -> routes.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        origins=settings.cors_origins,
+        origin_regex=settings.cors_origin_regex,
+        on_reject=lambda origin: metrics.SECURITY_EVENTS.labels("cors_origin_rejected").inc(),
+    )
+    app.add_middleware(RequestContextMiddleware, enable_metrics=settings.enable_metrics)
+
+    app.include_router(root.router)
+    app.include_router(probes.router)
+    if settings.enable_metrics:
+        app.include_router(metrics_api.router)
+    app.include_router(v1_router)
+    return app
+
+
+def _run_embedded() -> None:
+    """`python main_enterprise.py`: one uvicorn process on 127.0.0.1:$PORT."""
+    import uvicorn
+
+    settings = load_settings()
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port,
+                log_config=None, access_log=False, server_header=False)
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`main_enterprise:app` is built on first access, so importing `create_app`
+    (tests, tools) does not build an app from the environment."""
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    _run_embedded()

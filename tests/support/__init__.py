@@ -1,0 +1,1 @@
+"""Test support code: private Redis and PostgreSQL servers and their pytest fixtures."""
