@@ -51,7 +51,9 @@ test-deps:  ## install redis-server, PostgreSQL and wrk from Debian packages whe
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-test: test-deps $(VENV)/.dev  ## install what the tests need and run the whole suite
+test: test-deps $(VENV)/.dev  ## install what the tests need, lint, and run the whole suite
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev  ## ruff and mypy (strict)

@@ -19,30 +19,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 # Validate first: a bad environment must stop the master, not each worker.
-from core.config import ConfigurationError, load_settings
+from core.config import load_settings
 from core.logging import configure_logging, logging_dict
 
-try:
-    _settings = load_settings()
-except ConfigurationError as _exc:
-    print(_exc, file=sys.stderr)
-    raise
+_settings = load_settings()  # raises ConfigurationError (exit 1, message on stderr)
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "core.serving.SkygateWorker"
 timeout = 120
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _settings.graceful_timeout
 keepalive = 75  # above common load balancer idle timeouts (Render's is 60 s)
-max_requests = int(os.environ.get("MAX_REQUESTS", "10000"))
-max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "1000"))
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+forwarded_allow_ips = _settings.forwarded_allow_ips
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
 accesslog = None
 logconfig_dict = logging_dict(json_logs=_settings.json_logs, level=_settings.log_level)
@@ -58,8 +53,9 @@ if _settings.enable_metrics:
 
 def on_starting(server: Any) -> None:
     """Master start: fresh metrics directory, structlog everywhere."""
-    configure_logging(json_logs=_settings.json_logs, level=_settings.log_level,
-                      secrets=_settings.secret_values())
+    configure_logging(
+        json_logs=_settings.json_logs, level=_settings.log_level, secrets=_settings.secret_values()
+    )
     os.environ["SKYGATE_MASTER_PID"] = str(os.getpid())
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:

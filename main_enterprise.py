@@ -30,8 +30,9 @@ log = structlog.get_logger("skygate")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(json_logs=settings.json_logs, level=settings.log_level,
-                      secrets=settings.secret_values())
+    configure_logging(
+        json_logs=settings.json_logs, level=settings.log_level, secrets=settings.secret_values()
+    )
     init_sentry(settings)
     lifecycle = Lifecycle()
 
@@ -39,9 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await open_services(settings, lifecycle)
         app.state.services = services
-        log.info("skygate_started", environment=settings.environment,
-                 version=settings.version, database=services.engine.dialect.name,
-                 redis=services.redis.state)
+        log.info(
+            "skygate_started",
+            environment=settings.environment,
+            version=settings.version,
+            database=services.engine.dialect.name,
+            redis=services.redis.state,
+        )
         try:
             yield
         finally:
@@ -85,8 +90,14 @@ def _run_embedded() -> None:
     import uvicorn
 
     settings = load_settings()
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.port,
-                log_config=None, access_log=False, server_header=False)
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
 
 
 def __getattr__(name: str) -> FastAPI:

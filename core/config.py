@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=2, ge=1, le=64)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=120)
+    graceful_timeout: int = Field(default=30, ge=1, le=600)
+    max_requests: int = Field(default=10000, ge=0)
+    max_requests_jitter: int = Field(default=1000, ge=0)
+    forwarded_allow_ips: str = "127.0.0.1"
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pgbouncer: bool = False
@@ -113,8 +117,9 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("jwt_secret_key", "admin_api_key", "encryption_master_key", "sentry_dsn",
-                     mode="before")
+    @field_validator(
+        "jwt_secret_key", "admin_api_key", "encryption_master_key", "sentry_dsn", mode="before"
+    )
     @classmethod
     def _blank_secret_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -175,7 +180,7 @@ class Settings(BaseSettings):
         if self.debug:
             problems.append("DEBUG must be false in production")
         if problems:
-            raise ValueError("refusing to start: " + "; ".join(problems))
+            raise ValueError("refusing to start in production:\n    - " + "\n    - ".join(problems))
         return self
 
     # -- derived -------------------------------------------------------------
@@ -201,8 +206,12 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for log and error redaction."""
-        secrets = [self.jwt_secret_key, self.admin_api_key, self.encryption_master_key,
-                   self.sentry_dsn]
+        secrets = [
+            self.jwt_secret_key,
+            self.admin_api_key,
+            self.encryption_master_key,
+            self.sentry_dsn,
+        ]
         values = [s.get_secret_value() for s in secrets if s is not None]
         for url in (self.database_url, self.redis_url or ""):
             password = urlsplit(url).password
@@ -228,6 +237,4 @@ def load_settings() -> Settings:
             name = "_".join(str(p) for p in error.get("loc", ())).upper()
             message = str(error.get("msg", "")).removeprefix("Value error, ")
             lines.append(f"  {name}: {message}" if name else f"  {message}")
-        raise ConfigurationError(
-            "Skygate configuration is invalid:\n" + "\n".join(lines)
-        ) from None
+        raise ConfigurationError("Skygate configuration is invalid:\n" + "\n".join(lines)) from None

@@ -164,9 +164,17 @@ class GatewayTimeoutError(GatewayError):
 _BY_STATUS: dict[int, type[GatewayError]] = {
     cls.status_code: cls
     for cls in (
-        BadRequestError, AuthenticationError, PermissionDeniedError, NotFoundError,
-        MethodNotAllowedError, RequestTimeoutError, PayloadTooLargeError,
-        ValidationFailedError, RateLimitError, UpstreamError, ServiceUnavailableError,
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        MethodNotAllowedError,
+        RequestTimeoutError,
+        PayloadTooLargeError,
+        ValidationFailedError,
+        RateLimitError,
+        UpstreamError,
+        ServiceUnavailableError,
         GatewayTimeoutError,
     )
 }
@@ -191,14 +199,13 @@ def error_body(error: GatewayError, request_id: str | None) -> bytes:
 
 
 def render_error(error: GatewayError, request_id: str | None) -> Response:
-    headers = dict(error.headers)
-    if request_id:
-        headers["x-request-id"] = request_id
+    """The HTTP response for an error (the request-id header is added by the
+    request-context middleware, like on every other response)."""
     return Response(
         error_body(error, request_id),
         status_code=error.status_code,
         media_type="application/json",
-        headers=headers,
+        headers=error.headers,
     )
 
 
@@ -253,6 +260,7 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.error("unhandled_exception", exc_info=exc, path=request.url.path)
+        request.scope.setdefault("state", {})["error_logged"] = True
         return render_error(GatewayError(), _request_id(request))
 
     app.add_exception_handler(GatewayError, gateway_error)

@@ -118,11 +118,11 @@ class HealthMonitor:
         db: DatabaseStatus = await self._database.get()
         redis_state, redis_latency = await self._redis.get()
         services: dict[str, dict[str, Any]] = {
-            "api": {"status": "draining" if self.lifecycle.draining else "ok",
-                    "latency_ms": 0.0},
+            "api": {"status": "draining" if self.lifecycle.draining else "ok", "latency_ms": 0.0},
             "database": {
-                "status": "ok" if db.reachable and db.at_head else
-                ("migrations_pending" if db.reachable else "unavailable"),
+                "status": "ok"
+                if db.reachable and db.at_head
+                else ("migrations_pending" if db.reachable else "unavailable"),
                 "latency_ms": db.latency_ms,
                 "backend": self.engine.dialect.name,
             },
@@ -132,8 +132,10 @@ class HealthMonitor:
             services[name] = reporter()
         if not (db.reachable and db.at_head):
             status = "unhealthy"
-        elif redis_state == "degraded" or self.lifecycle.draining or any(
-            s.get("status") == "degraded" for s in services.values()
+        elif (
+            redis_state == "degraded"
+            or self.lifecycle.draining
+            or any(s.get("status") == "degraded" for s in services.values())
         ):
             status = "degraded"
         else:

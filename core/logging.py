@@ -66,16 +66,20 @@ class Redactor:
             return self.scrub_text(value.decode("utf-8", "replace"))
         if isinstance(value, MutableMapping) or isinstance(value, dict):
             return {
-                k: (REDACTED if isinstance(k, str) and _SENSITIVE_KEY.search(k) and v
-                    else self.scrub(v, depth + 1))
+                k: (
+                    REDACTED
+                    if isinstance(k, str) and _SENSITIVE_KEY.search(k) and v
+                    else self.scrub(v, depth + 1)
+                )
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple):
             pairs = all(isinstance(i, tuple | list) and len(i) == 2 for i in value)
             if pairs and value:
                 return [
-                    (k, REDACTED) if isinstance(k, str | bytes) and _SENSITIVE_KEY.search(
-                        k.decode("latin-1") if isinstance(k, bytes) else k)
+                    (k, REDACTED)
+                    if isinstance(k, str | bytes)
+                    and _SENSITIVE_KEY.search(k.decode("latin-1") if isinstance(k, bytes) else k)
                     else (k, self.scrub(v, depth + 1))
                     for k, v in value
                 ]
@@ -120,8 +124,10 @@ def formatter_config(json_logs: bool) -> dict[str, Any]:
     """A `logging.config` formatter entry rendering stdlib records like structlog's."""
     return {
         "()": structlog.stdlib.ProcessorFormatter,
-        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                       *_final_processors(json_logs)],
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *_final_processors(json_logs),
+        ],
         "foreign_pre_chain": shared_processors(),
     }
 

@@ -32,7 +32,21 @@ MASTER_PID_ENV = "SKYGATE_MASTER_PID"
 UNMATCHED_ROUTE = "<unmatched>"
 
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
     120.0,
 )
 
@@ -114,9 +128,9 @@ class GunicornProcessCollector(Collector):
     def _pids(self) -> list[tuple[int, str]]:
         pids = [(self.master_pid, "master")]
         try:
-            children = Path(
-                f"/proc/{self.master_pid}/task/{self.master_pid}/children"
-            ).read_text().split()
+            children = (
+                Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
+            )
         except OSError:
             children = []
         pids.extend((int(c), "worker") for c in children)

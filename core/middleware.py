@@ -59,10 +59,13 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else metrics.UNMATCHED_ROUTE
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str | None) -> None:
+async def send_error(
+    send: Send, error: GatewayError, request_id: str | None, *, id_header: bool = False
+) -> None:
+    """Answer with `error` from inside middleware (no route ran)."""
     headers = [(b"content-type", b"application/json")]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    if request_id:
+    if request_id and id_header:
         headers.append((REQUEST_ID_HEADER, request_id.encode()))
     body = error_body(error, request_id)
     headers.append((b"content-length", str(len(body)).encode()))
@@ -110,11 +113,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # the last line of defence: never a traceback to a client
             if response_started:
-                log.error("response_failed_after_start", exc_info=exc)
+                # Starlette re-raises after its error handler answered (and logged).
+                if not scope.get("state", {}).get("error_logged"):
+                    log.error("response_failed_after_start", exc_info=exc)
             else:
                 log.error("unhandled_exception", exc_info=exc)
                 status = 500
-                await send_error(send, GatewayError(), request_id)
+                await send_error(send, GatewayError(), request_id, id_header=True)
         finally:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
@@ -160,14 +165,19 @@ class BodySizeLimitMiddleware:
         request_id = scope.get("state", {}).get("request_id")
         if declared is not None:
             if not declared.isdigit():
-                await send_error(send, BadRequestError("Invalid Content-Length header."),
-                                 request_id)
+                await send_error(
+                    send, BadRequestError("Invalid Content-Length header."), request_id
+                )
                 return
             if int(declared) > self.max_bytes:
                 metrics.SECURITY_EVENTS.labels("body_too_large").inc()
-                await send_error(send, PayloadTooLargeError(
-                    f"The request body exceeds the limit of {self.max_bytes} bytes."
-                ), request_id)
+                await send_error(
+                    send,
+                    PayloadTooLargeError(
+                        f"The request body exceeds the limit of {self.max_bytes} bytes."
+                    ),
+                    request_id,
+                )
                 return
 
         received = 0
@@ -199,10 +209,23 @@ class BodySizeLimitMiddleware:
 
 
 CORS_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
-CORS_HEADERS = ("content-type", "authorization", "x-request-id", "accept",
-                "accept-language", "content-language", "x-api-key")
-CORS_EXPOSE = ("X-Request-ID", "X-Cache", "Retry-After", "X-RateLimit-Limit",
-               "X-RateLimit-Remaining", "X-RateLimit-Reset")
+CORS_HEADERS = (
+    "content-type",
+    "authorization",
+    "x-request-id",
+    "accept",
+    "accept-language",
+    "content-language",
+    "x-api-key",
+)
+CORS_EXPOSE = (
+    "X-Request-ID",
+    "X-Cache",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
 
 
 class CORSMiddleware:
@@ -248,8 +271,11 @@ class CORSMiddleware:
             return
         request_headers = Headers(scope=scope)
         origin = request_headers.get("origin")
-        if (origin is not None and scope["method"] == "OPTIONS"
-                and "access-control-request-method" in request_headers):
+        if (
+            origin is not None
+            and scope["method"] == "OPTIONS"
+            and "access-control-request-method" in request_headers
+        ):
             await self._preflight(scope, send, origin, request_headers)
             return
         allowed = origin is not None and self.allowed(origin)
@@ -267,12 +293,15 @@ class CORSMiddleware:
 
         await self.app(scope, receive, send_with_cors)
 
-    async def _preflight(self, scope: Scope, send: Send, origin: str,
-                         request_headers: Headers) -> None:
+    async def _preflight(
+        self, scope: Scope, send: Send, origin: str, request_headers: Headers
+    ) -> None:
         method = request_headers["access-control-request-method"]
-        requested = [h.strip().lower() for h in
-                     request_headers.get("access-control-request-headers", "").split(",")
-                     if h.strip()]
+        requested = [
+            h.strip().lower()
+            for h in request_headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        ]
         problems = []
         if not self.allowed(origin):
             problems.append(f"origin {origin!r} is not allowed")
@@ -285,9 +314,13 @@ class CORSMiddleware:
             problems.append(f"headers {', '.join(bad)} are not allowed")
         request_id = scope.get("state", {}).get("request_id")
         if problems:
-            await send_error(send, PermissionDeniedError(
-                "CORS preflight refused: " + "; ".join(problems), code="cors_rejected"
-            ), request_id)
+            await send_error(
+                send,
+                PermissionDeniedError(
+                    "CORS preflight refused: " + "; ".join(problems), code="cors_rejected"
+                ),
+                request_id,
+            )
             return
         headers = MutableHeaders(raw=[])
         self._grant(headers, origin)

@@ -137,8 +137,10 @@ class ResilientRedis:
         """Would a call be attempted now (configured, circuit not refusing)?"""
         return self.client is not None and (
             self.breaker.is_closed
-            or (not self.breaker.probing
-                and time.monotonic() - (self.breaker.opened_at or 0) >= self.breaker.retry_after)
+            or (
+                not self.breaker.probing
+                and time.monotonic() - (self.breaker.opened_at or 0) >= self.breaker.retry_after
+            )
         )
 
     @property

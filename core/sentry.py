@@ -20,8 +20,11 @@ def scrub_event(event: Any, _hint: Any) -> Any:
         request.pop("cookies", None)
         headers = request.get("headers")
         if isinstance(headers, dict):
-            request["headers"] = {k: v for k, v in headers.items()
-                                  if k.lower() in {"content-type", "user-agent", "x-request-id"}}
+            request["headers"] = {
+                k: v
+                for k, v in headers.items()
+                if k.lower() in {"content-type", "user-agent", "x-request-id"}
+            }
     return redactor.scrub(event)
 
 

@@ -56,8 +56,7 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
         failure_threshold=settings.redis_failure_threshold,
         retry_seconds=settings.redis_retry_seconds,
     )
-    health = HealthMonitor(engine=engine, redis=redis, lifecycle=lifecycle,
-                           heads=head_revisions())
+    health = HealthMonitor(engine=engine, redis=redis, lifecycle=lifecycle, heads=head_revisions())
     health.add_reporter("cache", lambda: _placeholder("the response cache arrives with the router"))
     health.add_reporter("rate_limiter", lambda: _placeholder("rate limits arrive with auth"))
     health.add_reporter("llm_providers", lambda: _placeholder("providers arrive with the router"))

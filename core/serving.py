@@ -10,7 +10,9 @@ access log is off: `core.middleware` writes the one access line.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -20,6 +22,8 @@ from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from core.config import Settings
+
+ACCEPT_GRACE_SECONDS = 0.5
 
 
 class DrainingServer(Server):
@@ -41,6 +45,24 @@ class DrainingServer(Server):
             self._captured_signals.append(sig)
             return
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, give just-accepted connections time to send their
+        request, then let uvicorn finish in-flight requests and close.
+
+        Uvicorn alone closes every connection that has no request in progress
+        at once — including one accepted a moment ago whose request bytes are
+        still in flight — so a client of a recycling worker (`max_requests`)
+        would see "server disconnected" on a request that was never lost by
+        the network.
+        """
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        if self.server_state.connections:
+            await asyncio.sleep(ACCEPT_GRACE_SECONDS)
+        await super().shutdown(sockets)
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and time.monotonic() >= self.drain_until:

@@ -62,8 +62,11 @@ def engine_kwargs(options: EngineOptions) -> dict[str, Any]:
         "pool_timeout": options.pool_timeout,
         "pool_recycle": options.pool_recycle,
         "pool_pre_ping": True,
-        "connect_args": {"timeout": 10, "command_timeout": 60,
-                         "server_settings": {"application_name": "skygate"}},
+        "connect_args": {
+            "timeout": 10,
+            "command_timeout": 60,
+            "server_settings": {"application_name": "skygate"},
+        },
     }
     if options.pgbouncer:
         kwargs["connect_args"].update(

@@ -1,0 +1,140 @@
+"""Settings: defaults that run with nothing set, URL normalisation, and the
+production refusals an operator would hit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from core.config import DEFAULT_DATABASE_URL, Settings, normalize_database_url
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STRONG = "x" * 32
+PG = "postgresql://skygate:pw@db.internal:5432/skygate"
+
+
+def production(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "production",
+        "database_url": PG,
+        "jwt_secret_key": STRONG,
+        "admin_api_key": "admin-key-for-tests",
+        "cors_origins": "https://app.devskyy.app",
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+def test_development_defaults_need_no_environment() -> None:
+    settings = make_settings()
+    assert settings.environment == "development"
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.redis_url is None
+    assert (settings.db_pool_size, settings.db_max_overflow) == (10, 20)
+    assert (settings.db_pool_timeout, settings.db_pool_recycle) == (30, 1800)
+    assert settings.redis_max_connections == 20
+    assert settings.web_concurrency == 2
+
+
+def test_safe_production_settings_are_accepted() -> None:
+    settings = production()
+    assert settings.is_production
+    assert settings.database_url.startswith("postgresql+asyncpg://")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"database_url": None}, "DATABASE_URL"),
+        ({"database_url": "sqlite:///./prod.db"}, "DATABASE_URL"),
+        ({"jwt_secret_key": None}, "JWT_SECRET_KEY"),
+        ({"jwt_secret_key": "short-secret"}, "JWT_SECRET_KEY"),
+        ({"admin_api_key": None}, "ADMIN_API_KEY"),
+        ({"cors_origins": "https://app.devskyy.app,*"}, "CORS_ORIGINS"),
+    ],
+)
+def test_production_refuses_unsafe_values(overrides: dict[str, object], variable: str) -> None:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    removed = [k for k, v in overrides.items() if v is None]
+    base = {
+        "environment": "production",
+        "database_url": PG,
+        "jwt_secret_key": STRONG,
+        "admin_api_key": "admin-key-for-tests",
+        "cors_origins": "https://app.devskyy.app",
+    }
+    for key in removed:
+        base.pop(key)
+    base.update(values)
+    with pytest.raises(ValidationError) as info:
+        make_settings(**base)
+    assert variable in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@h:5432/db", "postgresql+asyncpg://u:p@h:5432/db"),
+        ("postgresql://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("postgresql://u:p@h/db?sslmode=require", "postgresql+asyncpg://u:p@h/db?ssl=require"),
+        ("postgresql+asyncpg://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("sqlite:///./data/x.db", "sqlite+aiosqlite:///./data/x.db"),
+    ],
+)
+def test_platform_database_urls_are_used_with_async_drivers(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+    assert make_settings(database_url=given).database_url == expected
+
+
+def test_cors_origins_are_a_comma_list() -> None:
+    settings = make_settings(cors_origins=" https://a.example.com , https://b.example.com/ ")
+    assert settings.cors_origins == ["https://a.example.com", "https://b.example.com"]
+    with pytest.raises(ValidationError, match="CORS_ORIGINS"):
+        make_settings(cors_origins="not a url")
+    with pytest.raises(ValidationError, match="CORS_ORIGIN_REGEX"):
+        make_settings(cors_origin_regex="https://(unclosed")
+
+
+def _refusal_env() -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": PG,
+        "JWT_SECRET_KEY": "too-short",
+        "ADMIN_API_KEY": "admin-key-for-tests",
+    }
+
+
+def test_embedded_server_refuses_to_start_naming_the_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "main_enterprise.py"],
+        cwd=ROOT,
+        env=_refusal_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "JWT_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_master_refuses_before_forking_workers() -> None:
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    result = subprocess.run(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "main_enterprise:app"],
+        cwd=ROOT,
+        env=_refusal_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "JWT_SECRET_KEY" in result.stderr
+    assert "Booting worker" not in result.stderr

@@ -1,0 +1,89 @@
+"""Redaction and the routing of every logger through structlog."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+
+from core.logging import REDACTED, Redactor, configure_logging
+from core.sentry import scrub_event
+
+
+def test_values_under_sensitive_keys_are_masked_but_counts_are_not() -> None:
+    scrubbed = Redactor().scrub(
+        {
+            "authorization": "Bearer abc",
+            "x-api-key": "k",
+            "jwt_secret_key": "s",
+            "set-cookie": "c",
+            "openai_api_key": "sk",
+            "max_tokens": 100,
+            "prompt_tokens": 7,
+            "model": "gpt-4o",
+        }
+    )
+    assert scrubbed["max_tokens"] == 100 and scrubbed["prompt_tokens"] == 7
+    assert scrubbed["model"] == "gpt-4o"
+    for key in ("authorization", "x-api-key", "jwt_secret_key", "set-cookie", "openai_api_key"):
+        assert scrubbed[key] == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("calling with Authorization: Bearer abcdef123456", "abcdef123456"),
+        ("key sk-proj-AbCdEf0123456789 rejected", "sk-proj-AbCdEf0123456789"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "eyJzdWIiOiJ4In0"),
+        ("connect postgresql://user:hunter2pw@db:5432/x", "hunter2pw"),
+        ("the configured secret is exact-configured-secret", "exact-configured-secret"),
+    ],
+)
+def test_secrets_inside_free_text_are_masked(text: str, secret: str) -> None:
+    redactor = Redactor(["exact-configured-secret"])
+    assert secret not in redactor.scrub_text(text)
+
+
+def test_asgi_header_pairs_are_masked() -> None:
+    headers = [(b"authorization", b"Bearer zzz"), (b"x-api-key", b"k"), (b"accept", b"*/*")]
+    scrubbed = Redactor().scrub({"headers": headers})["headers"]
+    assert scrubbed[0][1] == REDACTED and scrubbed[1][1] == REDACTED
+    assert scrubbed[2] == (b"accept", "*/*")
+
+
+def test_stdlib_and_server_loggers_render_as_redacted_json(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(json_logs=True, level="INFO", secrets=["configured-canary-secret"])
+    logging.getLogger("gunicorn.error").info("worker got configured-canary-secret")
+    logging.getLogger("uvicorn.error").warning("client sent Bearer leakedtoken123")
+    structlog.contextvars.bind_contextvars(request_id="rid-1")
+    try:
+        structlog.get_logger("skygate.test").info("event", api_key="sk-should-not-appear")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+    by_logger = {line["logger"]: line for line in lines}
+    assert "configured-canary-secret" not in by_logger["gunicorn.error"]["event"]
+    assert "leakedtoken123" not in by_logger["uvicorn.error"]["event"]
+    assert by_logger["skygate.test"]["api_key"] == REDACTED
+    assert by_logger["skygate.test"]["request_id"] == "rid-1"
+    assert all("timestamp" in line and "level" in line for line in lines)
+
+
+def test_sentry_events_lose_bodies_cookies_and_secrets() -> None:
+    event = {
+        "request": {
+            "data": '{"messages": "private"}',
+            "cookies": {"s": "c"},
+            "headers": {"Authorization": "Bearer x", "User-Agent": "sdk"},
+        },
+        "extra": {"api_key": "sk-abcdefgh12345678", "note": "Bearer abcdefghij"},
+    }
+    scrubbed = scrub_event(event, None)
+    assert "data" not in scrubbed["request"] and "cookies" not in scrubbed["request"]
+    assert scrubbed["request"]["headers"] == {"User-Agent": "sdk"}
+    assert scrubbed["extra"]["api_key"] == REDACTED
+    assert "abcdefghij" not in scrubbed["extra"]["note"]

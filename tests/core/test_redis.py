@@ -1,0 +1,114 @@
+"""The Redis circuit breaker against a real server that dies, hangs and returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from core.logging import configure_logging
+from core.redis import ResilientRedis
+from tests.support.servers import RedisServer
+
+
+def client(url: str | None, **overrides: float) -> ResilientRedis:
+    options = {"socket_timeout": 0.3, "failure_threshold": 3, "retry_seconds": 0.5}
+    options.update(overrides)
+    return ResilientRedis(
+        url,
+        max_connections=8,
+        socket_timeout=options["socket_timeout"],
+        failure_threshold=int(options["failure_threshold"]),
+        retry_seconds=options["retry_seconds"],
+    )
+
+
+def state_lines(err: str) -> list[str]:
+    events = []
+    for line in err.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line).get("event", "")
+            if event.startswith("redis_"):
+                events.append(event)
+    return events
+
+
+async def test_absent_redis_is_a_noop() -> None:
+    redis = client(None)
+    assert redis.state == "absent"
+    assert await redis.run(lambda r: r.get("k"), "fallback") == "fallback"
+    assert await redis.ping() == ("absent", None)
+
+
+async def test_stopped_redis_opens_the_circuit_logs_once_and_recovers(
+    redis_url: str, redis_server: RedisServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(json_logs=True, level="INFO")
+    redis = client(redis_url)
+    try:
+        assert await redis.run(lambda r: r.set("k", "v"), None)
+        assert redis.state == "ok"
+        redis_server.stop()
+        results = [await redis.run(lambda r: r.get("k"), b"fallback") for _ in range(200)]
+        assert set(results) == {b"fallback"}
+        assert redis.state == "degraded"
+
+        redis_server.start()
+        deadline = time.monotonic() + 10
+        while redis.state != "ok" and time.monotonic() < deadline:
+            await redis.run(lambda r: r.ping(), False)
+            await asyncio.sleep(0.1)
+        assert redis.state == "ok"
+        assert await redis.run(lambda r: r.ping(), False) is True
+    finally:
+        await redis.close()
+    assert state_lines(capfd.readouterr().err) == ["redis_unavailable", "redis_recovered"]
+
+
+async def test_frozen_redis_delays_only_the_calls_in_flight(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    redis = client(redis_url, socket_timeout=0.2, retry_seconds=60)
+    try:
+        assert await redis.run(lambda r: r.ping(), False) is True
+        redis_server.freeze()
+        started = time.monotonic()
+        # 64 concurrent callers hit the frozen server at once: all wait at most
+        # one deadline, then the circuit is open and later calls return at once.
+        results = await asyncio.gather(
+            *(redis.run(lambda r: r.get("k"), "fallback") for _ in range(64))
+        )
+        first_wave = time.monotonic() - started
+        assert set(results) == {"fallback"}
+        assert first_wave < 1.5
+        assert redis.state == "degraded"
+        started = time.monotonic()
+        for _ in range(1000):
+            await redis.run(lambda r: r.get("k"), "fallback")
+        assert time.monotonic() - started < 0.5
+    finally:
+        redis_server.thaw()
+        await redis.close()
+
+
+async def test_half_open_lets_one_probe_through(redis_url: str, redis_server: RedisServer) -> None:
+    redis = client(redis_url, failure_threshold=1, retry_seconds=0.3)
+    try:
+        redis_server.stop()
+        await redis.run(lambda r: r.ping(), False)
+        assert redis.state == "degraded"
+        await asyncio.sleep(0.35)
+        calls = 0
+
+        async def counted(r):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            return await r.ping()
+
+        await asyncio.gather(*(redis.run(counted, False) for _ in range(20)))
+        assert calls == 1  # only the probe touched the dead server
+        assert redis.state == "degraded"
+    finally:
+        await redis.close()
