@@ -1,15 +1,19 @@
-"""`GET /metrics`: Prometheus exposition, summed over every gunicorn worker.
+"""`GET /metrics`: Prometheus exposition, summed over every gunicorn worker;
+`GET /metrics/cache`: the response cache's numbers as JSON.
 
-A plain `def`: reading the multiprocess files is blocking I/O, so FastAPI runs
-it in the thread pool instead of on the event loop.
+Plain `def` handlers: reading the multiprocess files is blocking I/O, so
+FastAPI runs them in the thread pool instead of on the event loop.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from core.metrics import render_latest
+from core.metrics import counter_totals, render_latest
+from core.services import ServicesDep
 
 router = APIRouter(tags=["metrics"])
 
@@ -18,3 +22,21 @@ router = APIRouter(tags=["metrics"])
 def prometheus_metrics() -> Response:
     body, content_type = render_latest()
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/metrics/cache")
+def cache_metrics(services: ServicesDep) -> dict[str, Any]:
+    totals = counter_totals("redis_cache_hits", "redis_cache_misses")
+    hits, misses = totals["redis_cache_hits"], totals["redis_cache_misses"]
+    stats = services.cache.stats()
+    return {
+        "enabled": stats["enabled"],
+        "backend": stats["backend"],
+        "redis_state": stats["redis_state"],
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "total_hits": int(hits),
+        "total_misses": int(misses),
+        "connection_pool_size": stats["connection_pool_size"],
+        "local_entries": stats["local_entries"],
+        "ttl_seconds": stats["ttl_seconds"],
+    }

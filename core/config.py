@@ -100,6 +100,29 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1)
     rate_limit_per_hour: int = Field(default=1000, ge=1)
 
+    # -- LLM providers and routing ---------------------------------------------
+    router_config: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_api_base: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_api_base: str | None = None
+    google_ai_api_key: SecretStr | None = None
+    google_ai_api_base: str | None = None
+    groq_api_key: SecretStr | None = None
+    groq_api_base: str | None = None
+    mistral_api_key: SecretStr | None = None
+    mistral_api_base: str | None = None
+    cohere_api_key: SecretStr | None = None
+    cohere_api_base: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_model_fallback: str | None = "gpt-4o"
+    openai_temperature: float | None = Field(default=None, ge=0, le=2)
+    openai_max_tokens: int | None = Field(default=None, ge=1)
+    openai_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    llm_cache_ttl: int = Field(default=3600, ge=1)
+    stream_heartbeat_seconds: float = Field(default=10, gt=0)
+    usage_flush_seconds: float = Field(default=1.0, gt=0)
+
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -112,13 +135,37 @@ class Settings(BaseSettings):
             return DEFAULT_DATABASE_URL
         return normalize_database_url(value) if isinstance(value, str) else value
 
-    @field_validator("redis_url", "cors_origin_regex", mode="before")
+    @field_validator(
+        "redis_url",
+        "cors_origin_regex",
+        "router_config",
+        "openai_api_base",
+        "anthropic_api_base",
+        "google_ai_api_base",
+        "groq_api_base",
+        "mistral_api_base",
+        "cohere_api_base",
+        "openai_model_fallback",
+        "openai_temperature",
+        "openai_max_tokens",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "jwt_secret_key", "admin_api_key", "encryption_master_key", "sentry_dsn", mode="before"
+        "jwt_secret_key",
+        "admin_api_key",
+        "encryption_master_key",
+        "sentry_dsn",
+        "openai_api_key",
+        "anthropic_api_key",
+        "google_ai_api_key",
+        "groq_api_key",
+        "mistral_api_key",
+        "cohere_api_key",
+        mode="before",
     )
     @classmethod
     def _blank_secret_is_none(cls, value: object) -> object:
@@ -179,6 +226,11 @@ class Settings(BaseSettings):
             problems.append("CORS_ORIGINS must not contain '*' in production")
         if self.debug:
             problems.append("DEBUG must be false in production")
+        if not self.router_config and not self.provider_credentials():
+            problems.append(
+                "a provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or ROUTER_CONFIG "
+                "must be set in production (the offline demo model is never served there)"
+            )
         if problems:
             raise ValueError("refusing to start in production:\n    - " + "\n    - ".join(problems))
         return self
@@ -204,6 +256,22 @@ class Settings(BaseSettings):
     def version(self) -> str:
         return VERSION
 
+    def provider_credentials(self) -> dict[str, tuple[str, str | None]]:
+        """Provider kind -> (api key, api base override) for each provider with a key."""
+        pairs = {
+            "openai": (self.openai_api_key, self.openai_api_base),
+            "anthropic": (self.anthropic_api_key, self.anthropic_api_base),
+            "google": (self.google_ai_api_key, self.google_ai_api_base),
+            "groq": (self.groq_api_key, self.groq_api_base),
+            "mistral": (self.mistral_api_key, self.mistral_api_base),
+            "cohere": (self.cohere_api_key, self.cohere_api_base),
+        }
+        return {
+            kind: (key.get_secret_value(), base)
+            for kind, (key, base) in pairs.items()
+            if key is not None
+        }
+
     def secret_values(self) -> list[str]:
         """Every configured secret, for log and error redaction."""
         secrets = [
@@ -211,6 +279,12 @@ class Settings(BaseSettings):
             self.admin_api_key,
             self.encryption_master_key,
             self.sentry_dsn,
+            self.openai_api_key,
+            self.anthropic_api_key,
+            self.google_ai_api_key,
+            self.groq_api_key,
+            self.mistral_api_key,
+            self.cohere_api_key,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None]
         for url in (self.database_url, self.redis_url or ""):

@@ -77,12 +77,74 @@ SECURITY_EVENTS = Counter(
 # -- dependencies -----------------------------------------------------------
 REDIS_STATE = Gauge(
     "redis_available",
-    "1 when this worker's Redis circuit is closed (Redis usable), else 0.",
-    multiprocess_mode="liveall",
+    "1 when every live worker's Redis circuit is closed (Redis usable), else 0.",
+    multiprocess_mode="livemin",
 )
 REDIS_STATE_CHANGES = Counter(
     "redis_state_changes_total", "Redis circuit breaker transitions.", ["to"]
 )
+
+
+# -- LLM traffic (labels: provider kind, public model group, bounded enums) ----
+API_DURATION = Histogram(
+    "api_request_duration_seconds",
+    "Duration of /api/v1 requests, by route template.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+LLM_REQUESTS = Counter(
+    "llm_requests_total",
+    "LLM requests by final outcome.",
+    ["provider", "model_group", "outcome"],
+)
+LLM_DURATION = Histogram(
+    "llm_request_duration_seconds",
+    "Time from request start to the last byte of the answer.",
+    ["provider", "model_group"],
+    buckets=LATENCY_BUCKETS,
+)
+LLM_TTFT = Histogram(
+    "llm_time_to_first_token_seconds",
+    "Streaming: time from request start to the first chunk sent to the client.",
+    ["provider", "model_group"],
+    buckets=LATENCY_BUCKETS,
+)
+LLM_TOKENS = Counter("llm_tokens_total", "Tokens processed.", ["provider", "model_group", "kind"])
+LLM_COST = Counter("llm_cost_usd_total", "Cost in US dollars.", ["provider", "model_group"])
+GATEWAY_OVERHEAD = Histogram(
+    "gateway_overhead_seconds",
+    "Time spent in Skygate itself for an LLM request (total minus upstream time).",
+    ["kind"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+LLM_RETRIES = Counter("llm_retries_total", "Retries within a model group.", ["model_group"])
+LLM_FALLBACKS = Counter(
+    "llm_fallbacks_total", "Fallbacks from one model group to another.", ["from_group", "to_group"]
+)
+LLM_UPSTREAM_ERRORS = Counter(
+    "llm_upstream_errors_total",
+    "Failed upstream attempts by failure kind.",
+    ["provider", "model_group", "kind"],
+)
+LLM_DEPLOYMENT_COOLDOWN = Gauge(
+    "llm_deployment_cooldown",
+    "1 while a deployment's circuit is open (cooling down) in this worker.",
+    ["deployment"],
+    multiprocess_mode="livemax",
+)
+
+# -- response cache -----------------------------------------------------------
+CACHE_HITS = Counter("redis_cache_hits_total", "Response cache hits.", ["backend"])
+CACHE_MISSES = Counter("redis_cache_misses_total", "Response cache misses.", ["backend"])
+CACHE_HIT_RATE = Gauge(
+    "redis_cache_hit_rate",
+    "Hit rate of the response cache since this worker started.",
+    multiprocess_mode="liveall",
+)
+USAGE_DROPPED = Counter(
+    "usage_records_dropped_total", "Usage records dropped because the writer fell behind."
+)
+USAGE_WRITTEN = Counter("usage_records_written_total", "Usage records written to the database.")
 
 
 def multiprocess_dir() -> str | None:
@@ -170,3 +232,20 @@ def render_latest() -> tuple[bytes, str]:
     master = os.environ.get(MASTER_PID_ENV)
     registry.register(GunicornProcessCollector(int(master) if master else os.getpid()))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def counter_totals(*names: str) -> dict[str, float]:
+    """Sum of each counter over every label set and every worker (for JSON views)."""
+    path = multiprocess_dir()
+    if path is None:
+        registry: CollectorRegistry = REGISTRY
+    else:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    totals = dict.fromkeys(names, 0.0)
+    for family in registry.collect():
+        if family.name in totals:
+            totals[family.name] += sum(
+                s.value for s in family.samples if s.name == family.name + "_total"
+            )
+    return totals

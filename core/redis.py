@@ -28,66 +28,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from core import metrics
+from core.breaker import CircuitBreaker
 
 log = structlog.get_logger("skygate.redis")
 
 T = TypeVar("T")
 RedisState = Literal["absent", "ok", "degraded"]
-
-
-class CircuitBreaker:
-    """Consecutive-failure breaker: closed → open → half-open → closed."""
-
-    def __init__(self, *, threshold: int, retry_after: float, name: str) -> None:
-        self.threshold = threshold
-        self.retry_after = retry_after
-        self.name = name
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.probing = False
-
-    @property
-    def is_closed(self) -> bool:
-        return self.opened_at is None
-
-    def allow(self) -> bool:
-        """May a call go through now? In half-open, only one probe at a time."""
-        if self.opened_at is None:
-            return True
-        if self.probing or time.monotonic() - self.opened_at < self.retry_after:
-            return False
-        self.probing = True
-        return True
-
-    def record_success(self) -> None:
-        was_open = self.opened_at is not None
-        self.failures = 0
-        self.opened_at = None
-        self.probing = False
-        if was_open:
-            log.warning(f"{self.name}_recovered")
-            self._publish(ok=True)
-
-    def record_failure(self, error: BaseException) -> None:
-        self.failures += 1
-        if self.opened_at is not None:
-            # A failed half-open probe: stay open for another period, no new log line.
-            self.opened_at = time.monotonic()
-            self.probing = False
-            return
-        if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
-            log.warning(
-                f"{self.name}_unavailable",
-                error=type(error).__name__,
-                detail=str(error)[:200],
-                retry_in_s=self.retry_after,
-            )
-            self._publish(ok=False)
-
-    def _publish(self, *, ok: bool) -> None:
-        metrics.REDIS_STATE.set(1 if ok else 0)
-        metrics.REDIS_STATE_CHANGES.labels("ok" if ok else "degraded").inc()
 
 
 class ResilientRedis:
@@ -105,7 +51,7 @@ class ResilientRedis:
         self.url = url
         self.timeout = socket_timeout
         self.breaker = CircuitBreaker(
-            threshold=failure_threshold, retry_after=retry_seconds, name="redis"
+            threshold=failure_threshold, retry_after=retry_seconds, on_change=self._changed
         )
         self.pool: BlockingConnectionPool | None = None
         self.client: Redis | None = None
@@ -121,6 +67,15 @@ class ResilientRedis:
             )
             self.client = Redis(connection_pool=self.pool)
             metrics.REDIS_STATE.set(1)
+
+    @staticmethod
+    def _changed(ok: bool, error: BaseException | None) -> None:
+        if ok:
+            log.warning("redis_recovered")
+        else:
+            log.warning("redis_unavailable", error=type(error).__name__, detail=str(error)[:200])
+        metrics.REDIS_STATE.set(1 if ok else 0)
+        metrics.REDIS_STATE_CHANGES.labels("ok" if ok else "degraded").inc()
 
     @property
     def configured(self) -> bool:
@@ -162,7 +117,7 @@ class ResilientRedis:
             self.breaker.record_failure(exc)
             return fallback
         except asyncio.CancelledError:
-            self.breaker.probing = False
+            self.breaker.release()
             raise
         self.breaker.record_success()
         return result

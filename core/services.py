@@ -13,9 +13,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.cache import ResponseCache
+from core.completions import CompletionService
 from core.config import Settings
 from core.health import HealthMonitor, Lifecycle
+from core.llm.factory import build_router
+from core.llm.router import Router
 from core.redis import ResilientRedis
+from core.usage import UsageRecorder
 from database.engine import EngineOptions, create_engine, session_factory
 from database.schema import head_revisions
 
@@ -28,8 +33,16 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     redis: ResilientRedis
     health: HealthMonitor
+    router: Router
+    demo: bool
+    cache: ResponseCache
+    usage: UsageRecorder
+    completions: CompletionService
 
     async def close(self) -> None:
+        await self.completions.close()
+        await self.usage.close()
+        await self.router.close()
         await self.redis.close()
         await self.engine.dispose()
 
@@ -56,18 +69,66 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
         failure_threshold=settings.redis_failure_threshold,
         retry_seconds=settings.redis_retry_seconds,
     )
+    router, demo = build_router(settings)
+    cache = ResponseCache(redis, enabled=settings.enable_cache, ttl=settings.llm_cache_ttl)
+    sessions = session_factory(engine)
+    usage = UsageRecorder(sessions, flush_seconds=settings.usage_flush_seconds)
+    usage.start()
+    completions = CompletionService(
+        router=router,
+        cache=cache,
+        usage=usage,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+        demo=demo,
+    )
     health = HealthMonitor(engine=engine, redis=redis, lifecycle=lifecycle, heads=head_revisions())
-    health.add_reporter("cache", lambda: _placeholder("the response cache arrives with the router"))
+    health.add_reporter("cache", lambda: _cache_report(cache))
     health.add_reporter("rate_limiter", lambda: _placeholder("rate limits arrive with auth"))
-    health.add_reporter("llm_providers", lambda: _placeholder("providers arrive with the router"))
+    health.add_reporter("llm_providers", lambda: _providers_report(router, demo))
     return Services(
         settings=settings,
         lifecycle=lifecycle,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=sessions,
         redis=redis,
         health=health,
+        router=router,
+        demo=demo,
+        cache=cache,
+        usage=usage,
+        completions=completions,
     )
+
+
+def _cache_report(cache: ResponseCache) -> dict[str, Any]:
+    if not cache.enabled:
+        return {"status": "disabled", "latency_ms": None, "backend": "disabled"}
+    backend = cache.backend
+    degraded = cache.redis.configured and backend == "memory"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "latency_ms": None,
+        "backend": backend,
+        "hit_rate": cache.hit_rate,
+    }
+
+
+def _providers_report(router: Router, demo: bool) -> dict[str, Any]:
+    deployments = router.all_deployments()
+    cooling = router.cooling_down()
+    status = "ok"
+    if deployments and len(cooling) == len(deployments):
+        status = "unavailable"
+    elif cooling:
+        status = "degraded"
+    return {
+        "status": status,
+        "latency_ms": None,
+        "demo": demo,
+        "models": router.public_names(),
+        "deployments": len(deployments),
+        "cooling_down": cooling,
+    }
 
 
 def get_services(request: Request) -> Services:

@@ -17,7 +17,7 @@ from core.config import Settings
 from database.schema import upgrade_head
 from main_enterprise import create_app
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.llm"]
 
 AppFactory = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
 

@@ -1,12 +1,18 @@
-"""The OpenAI-compatible API under `/api/v1`.
+"""The OpenAI-compatible API under `/api/v1`: chat completions, embeddings,
+models and usage.
 
-Chat completions, embeddings and models arrive with the router issue; keys,
-tokens and usage with the auth issue. Until then `/api/v1` answers 404 in the
-OpenAI error shape like any unknown path.
+Routes spell out their full path (no router prefix) so that the route template
+— the `route` label of every metric and access line — is the full path on
+every FastAPI version.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter(prefix="/api/v1")
+from api.v1 import chat, models, usage
+
+router = APIRouter()
+router.include_router(chat.router)
+router.include_router(models.router)
+router.include_router(usage.router)

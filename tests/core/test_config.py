@@ -26,6 +26,7 @@ def production(**overrides: object) -> Settings:
         "jwt_secret_key": STRONG,
         "admin_api_key": "admin-key-for-tests",
         "cors_origins": "https://app.devskyy.app",
+        "openai_api_key": "sk-test-provider-key",
     }
     values.update(overrides)
     return make_settings(**values)
@@ -57,6 +58,7 @@ def test_safe_production_settings_are_accepted() -> None:
         ({"jwt_secret_key": "short-secret"}, "JWT_SECRET_KEY"),
         ({"admin_api_key": None}, "ADMIN_API_KEY"),
         ({"cors_origins": "https://app.devskyy.app,*"}, "CORS_ORIGINS"),
+        ({"openai_api_key": None}, "OPENAI_API_KEY"),
     ],
 )
 def test_production_refuses_unsafe_values(overrides: dict[str, object], variable: str) -> None:
@@ -68,6 +70,7 @@ def test_production_refuses_unsafe_values(overrides: dict[str, object], variable
         "jwt_secret_key": STRONG,
         "admin_api_key": "admin-key-for-tests",
         "cors_origins": "https://app.devskyy.app",
+        "openai_api_key": "sk-test-provider-key",
     }
     for key in removed:
         base.pop(key)
@@ -108,6 +111,7 @@ def _refusal_env() -> dict[str, str]:
         "DATABASE_URL": PG,
         "JWT_SECRET_KEY": "too-short",
         "ADMIN_API_KEY": "admin-key-for-tests",
+        "OPENAI_API_KEY": "sk-test-provider-key",
     }
 
 

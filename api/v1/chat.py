@@ -1,0 +1,93 @@
+"""`POST /api/v1/chat/completions` and `POST /api/v1/embeddings`.
+
+Bodies are read and validated by `core.schemas` (orjson, no FastAPI body
+model), handed to `core.completions`, and the answer sent as JSON or as
+server-sent events. A client that disconnects cancels the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from api.deps import PrincipalDep
+from core.cache import CacheDirectives
+from core.completions import Answer, Caller, StreamAnswer
+from core.schemas import parse_json_object
+from core.services import ServicesDep
+
+router = APIRouter(tags=["llm"])
+T = TypeVar("T")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+CLIENT_CLOSED = 499
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready."""
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected
+
+
+def _caller(request: Request, principal: Any) -> Caller:
+    return Caller(
+        tenant=principal.tenant, request_id=request.state.request_id, api_key_id=principal.key_id
+    )
+
+
+def _directives(request: Request) -> CacheDirectives:
+    return CacheDirectives.from_headers(
+        request.headers.get("cache-control"), request.headers.get("x-cache-ttl")
+    )
+
+
+def _respond(answer: Answer | StreamAnswer) -> Response:
+    if isinstance(answer, StreamAnswer):
+        return StreamingResponse(
+            answer.events, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers}
+        )
+    return Response(answer.body, media_type="application/json", headers=answer.headers)
+
+
+@router.post("/api/v1/chat/completions")
+async def chat_completions(
+    request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    body = parse_json_object(await request.body())
+    work = services.completions.chat(_caller(request, principal), body, _directives(request))
+    try:
+        answer = await until_disconnect(request, work)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return _respond(answer)
+
+
+@router.post("/api/v1/embeddings")
+async def embeddings(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
+    body = parse_json_object(await request.body())
+    work = services.completions.embeddings(_caller(request, principal), body, _directives(request))
+    try:
+        answer = await until_disconnect(request, work)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return _respond(answer)

@@ -1,0 +1,1 @@
+"""Benchmark tooling for Skygate: load drivers and the fake LLM upstream."""

@@ -1,0 +1,413 @@
+"""The request pipeline for chat completions and embeddings.
+
+One request, top to bottom: validate -> resolve the model group -> cache lookup
+-> router (retries, fallbacks) -> cache store -> usage -> metrics. Each step is
+one call into a module that does one thing and never calls back. Transport
+(HTTP, WebSocket) is the caller's business: this module returns bytes and
+headers, or an async iterator of SSE events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from core import metrics
+from core.cache import CacheDirectives, ResponseCache, cache_key
+from core.errors import (
+    BadRequestError,
+    GatewayError,
+    GatewayTimeoutError,
+    NotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+)
+from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
+from core.llm.types import Chunk, Deployment, ProviderError, Usage
+from core.schemas import validate_chat, validate_embeddings
+from core.streams import DONE, HEARTBEAT, StreamAssembler, cacheable, replay, sse, sse_error
+from core.usage import UsageEvent, UsageRecorder
+
+log = structlog.get_logger("skygate.completions")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the tenant owns the cache entries and the usage."""
+
+    tenant: str
+    request_id: str
+    api_key_id: str | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class StreamAnswer:
+    events: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Request:
+    caller: Caller
+    group: str
+    endpoint: str
+    body: dict[str, Any]
+    directives: CacheDirectives
+    started: float = field(default_factory=time.perf_counter)
+    upstream_seconds: float = 0.0
+    cache_status: str = "bypass"
+
+
+def to_gateway_error(error: ProviderError | NoDeploymentAvailable) -> GatewayError:
+    """What the client sees when every attempt failed."""
+    if isinstance(error, NoDeploymentAvailable):
+        return ServiceUnavailableError(
+            "Every deployment of this model is cooling down after failures; retry shortly.",
+            code="no_deployment_available",
+            headers={"Retry-After": str(max(1, round(error.retry_after)))},
+        )
+    if error.client_fault:
+        return BadRequestError(
+            error.message or "The provider rejected the request.", code="upstream_rejected"
+        )
+    if error.kind == "status" and error.status == 429:
+        headers = (
+            {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else {}
+        )
+        return RateLimitError(
+            "The provider is rate limiting this model; retry later.",
+            code="upstream_rate_limited",
+            headers=headers,
+        )
+    if error.kind == "timeout":
+        return GatewayTimeoutError()
+    status = f" (status {error.status})" if error.status else ""
+    return UpstreamError(f"The upstream provider failed{status}: {error.kind}.")
+
+
+class CompletionService:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        cache: ResponseCache,
+        usage: UsageRecorder,
+        heartbeat_seconds: float,
+        demo: bool = False,
+    ) -> None:
+        self.router = router
+        self.cache = cache
+        self.usage = usage
+        self.heartbeat_seconds = heartbeat_seconds
+        self.demo = demo
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- entry points -----------------------------------------------------------
+    async def chat(
+        self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
+    ) -> Answer | StreamAnswer:
+        request = validate_chat(body)
+        req = _Request(caller, self._resolve(request.model), "chat", body, directives)
+        include_usage = bool(request.stream and (request.stream_options or {}).get("include_usage"))
+        key = self._key(req)
+        cached = await self._lookup(req, key)
+        if cached is not None:
+            data = orjson.loads(cached)
+            self._account(req, None, Usage.from_openai(data.get("usage")), "success")
+            if request.stream:
+                return StreamAnswer(
+                    _aiter(replay(data, include_usage=include_usage)), self._headers(req, None)
+                )
+            return Answer(cached, self._headers(req, None))
+        upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        if request.stream:
+            return await self._stream(req, upstream_body, key, include_usage)
+        completion, deployment = await self._call(
+            req, self.router.complete(req.group, upstream_body)
+        )
+        if key is not None and req.directives.store and cacheable(completion.data):
+            self._in_background(self.cache.set(key, completion.body, req.directives.ttl))
+        self._account(req, deployment, completion.usage, "success")
+        return Answer(completion.body, self._headers(req, deployment))
+
+    async def embeddings(
+        self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
+    ) -> Answer:
+        request = validate_embeddings(body)
+        req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
+        key = self._key(req)
+        cached = await self._lookup(req, key)
+        if cached is not None:
+            self._account(
+                req, None, Usage.from_openai(orjson.loads(cached).get("usage")), "success"
+            )
+            return Answer(cached, self._headers(req, None))
+        result, deployment = await self._call(req, self.router.embed(req.group, dict(body)))
+        if key is not None and req.directives.store:
+            self._in_background(self.cache.set(key, result.body, req.directives.ttl))
+        self._account(req, deployment, result.usage, "success")
+        return Answer(result.body, self._headers(req, deployment))
+
+    # -- steps ---------------------------------------------------------------------
+    def _resolve(self, model: str) -> str:
+        group = self.router.resolve(model)
+        if group is None:
+            raise NotFoundError(
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        return group
+
+    def _key(self, req: _Request) -> str | None:
+        if not self.cache.enabled:
+            return None
+        return cache_key(
+            tenant=req.caller.tenant, endpoint=req.endpoint, group=req.group, body=req.body
+        )
+
+    async def _lookup(self, req: _Request, key: str | None) -> bytes | None:
+        if key is None or not req.directives.lookup:
+            req.cache_status = "bypass"
+            return None
+        cached = await self.cache.get(key)
+        req.cache_status = "hit" if cached is not None else "miss"
+        return cached
+
+    async def _call(self, req: _Request, call: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await call
+        except (ProviderError, NoDeploymentAvailable) as error:
+            self._account(req, None, Usage(), _outcome(error))
+            raise to_gateway_error(error) from None
+        finally:
+            req.upstream_seconds += time.perf_counter() - started
+
+    async def _stream(
+        self, req: _Request, body: dict[str, Any], key: str | None, include_usage: bool
+    ) -> StreamAnswer:
+        opening = asyncio.ensure_future(self.router.open_stream(req.group, body))
+        started = time.perf_counter()
+        done, _ = await asyncio.wait({opening}, timeout=self.heartbeat_seconds)
+        req.upstream_seconds += time.perf_counter() - started
+        if done:  # errors before any byte is sent get their real HTTP status
+            try:
+                handle = opening.result()
+            except (ProviderError, NoDeploymentAvailable) as error:
+                self._account(req, None, Usage(), _outcome(error))
+                raise to_gateway_error(error) from None
+            return StreamAnswer(
+                self._relay(req, handle, key, include_usage), self._headers(req, handle.deployment)
+            )
+        return StreamAnswer(
+            self._relay_late(req, opening, key, include_usage), self._headers(req, None)
+        )
+
+    async def _relay_late(
+        self,
+        req: _Request,
+        opening: asyncio.Future[StreamHandle],
+        key: str | None,
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        """The upstream is slow to start: keep the client's connection alive with
+        comments (no data yet, so retries and fallbacks still happen invisibly)."""
+        try:
+            while not opening.done():
+                yield HEARTBEAT
+                await asyncio.wait({opening}, timeout=self.heartbeat_seconds)
+            try:
+                handle = opening.result()
+            except (ProviderError, NoDeploymentAvailable) as error:
+                self._account(req, None, Usage(), _outcome(error))
+                gateway_error = to_gateway_error(error)
+                yield sse_error(
+                    gateway_error.message,
+                    code=gateway_error.code or "upstream_error",
+                    error_type=gateway_error.error_type,
+                )
+                return
+            async for event in self._relay(req, handle, key, include_usage):
+                yield event
+        finally:
+            if not opening.done():
+                opening.cancel()
+
+    async def _relay(
+        self, req: _Request, handle: StreamHandle, key: str | None, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """Forward chunks as they arrive; an upstream failure after the first byte
+        ends the stream with an error event, never a clean [DONE]."""
+        assembler = StreamAssembler()
+        queue: asyncio.Queue[Chunk | ProviderError | None] = asyncio.Queue()
+        reader = asyncio.create_task(_pump(handle, queue))
+        deployment = handle.deployment
+        first = True
+        outcome = "cancelled"
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.heartbeat_seconds):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield HEARTBEAT
+                    continue
+                if item is None:
+                    break
+                if isinstance(item, ProviderError):
+                    outcome = "stream_cut"
+                    metrics.LLM_UPSTREAM_ERRORS.labels(deployment.kind, req.group, item.kind).inc()
+                    log.warning("stream_cut", deployment=deployment.id, kind=item.kind)
+                    yield sse_error(
+                        "The upstream provider failed mid-stream; the answer is incomplete.",
+                        code="stream_interrupted",
+                    )
+                    return
+                assembler.add(item.data)
+                payload = _client_payload(item, include_usage)
+                if payload is None:
+                    continue
+                if first:
+                    first = False
+                    metrics.LLM_TTFT.labels(deployment.kind, req.group).observe(
+                        time.perf_counter() - req.started
+                    )
+                yield sse(payload)
+            outcome = "success"
+            yield DONE
+            completion = assembler.completion()
+            if (
+                key is not None
+                and req.directives.store
+                and assembler.complete
+                and cacheable(completion)
+            ):
+                self._in_background(
+                    self.cache.set(key, orjson.dumps(completion), req.directives.ttl)
+                )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            usage = Usage.from_openai(assembler.usage)
+            self.router.count_stream_tokens(
+                deployment, usage.prompt_tokens + usage.completion_tokens
+            )
+            self._account(req, deployment, usage, outcome)
+
+    # -- accounting ----------------------------------------------------------------
+    def _headers(self, req: _Request, deployment: Deployment | None) -> dict[str, str]:
+        overhead = (time.perf_counter() - req.started - req.upstream_seconds) * 1000
+        headers = {
+            "x-cache": req.cache_status,
+            "x-skygate-model-group": req.group,
+            "x-skygate-overhead-ms": f"{max(overhead, 0.0):.3f}",
+        }
+        if deployment is not None:
+            headers["x-skygate-provider"] = "demo" if deployment.kind == "demo" else deployment.kind
+            headers["x-skygate-model"] = deployment.model
+        if self.demo:
+            headers["x-skygate-demo"] = "true"
+        return headers
+
+    def _account(
+        self, req: _Request, deployment: Deployment | None, usage: Usage, outcome: str
+    ) -> None:
+        elapsed = time.perf_counter() - req.started
+        provider = (
+            deployment.kind if deployment else ("cache" if req.cache_status == "hit" else "none")
+        )
+        cost = 0.0
+        if deployment is not None:
+            cost = self.router.cost(deployment, usage.prompt_tokens, usage.completion_tokens)
+            metrics.LLM_TOKENS.labels(provider, req.group, "prompt").inc(usage.prompt_tokens)
+            metrics.LLM_TOKENS.labels(provider, req.group, "completion").inc(
+                usage.completion_tokens
+            )
+            metrics.LLM_COST.labels(provider, req.group).inc(cost)
+        metrics.LLM_REQUESTS.labels(provider, req.group, outcome).inc()
+        metrics.LLM_DURATION.labels(provider, req.group).observe(elapsed)
+        metrics.GATEWAY_OVERHEAD.labels(req.endpoint).observe(
+            max(elapsed - req.upstream_seconds, 0.0)
+        )
+        self.usage.record(
+            UsageEvent(
+                request_id=req.caller.request_id,
+                tenant=req.caller.tenant,
+                api_key_id=req.caller.api_key_id,
+                model_group=req.group,
+                provider=provider,
+                model=deployment.model if deployment else None,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=cost,
+                latency_ms=round(elapsed * 1000, 3),
+                cache_status=req.cache_status,
+                outcome=outcome,
+            )
+        )
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _outcome(error: ProviderError | NoDeploymentAvailable) -> str:
+    if isinstance(error, NoDeploymentAvailable):
+        return "no_deployment"
+    if error.client_fault:
+        return "rejected"
+    if error.kind == "status" and error.status == 429:
+        return "rate_limited"
+    return "timeout" if error.kind == "timeout" else "error"
+
+
+def _client_payload(chunk: Chunk, include_usage: bool) -> bytes | None:
+    """The bytes to forward, or None to drop (a usage chunk the client did not ask for)."""
+    data = chunk.data
+    if include_usage or not data.get("usage"):
+        return chunk.payload
+    if not data.get("choices"):
+        return None
+    trimmed = {k: v for k, v in data.items() if k != "usage"}
+    return orjson.dumps(trimmed)
+
+
+async def _pump(handle: StreamHandle, queue: asyncio.Queue[Chunk | ProviderError | None]) -> None:
+    """Reads the upstream stream into the queue; None marks a clean end."""
+    await queue.put(handle.first)
+    try:
+        async for chunk in handle.rest:
+            await queue.put(chunk)
+    except ProviderError as error:
+        await queue.put(error)
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await handle.rest.aclose()  # type: ignore[attr-defined]
+    await queue.put(None)
+
+
+async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item

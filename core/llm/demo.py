@@ -1,0 +1,159 @@
+"""The offline demo model: deterministic answers, streaming, token counts.
+
+Served only in development when no provider is configured, so `make run`
+followed by a curl or the OpenAI SDK works on a machine with no network. It
+is labelled as a demo everywhere it appears and never exists in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from core.llm.types import Chunk, Completion, Deployment, Usage
+
+DEMO_MODEL = "demo"
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def count_tokens(text: str) -> int:
+    """A rough, deterministic token count: words and punctuation marks."""
+    return len(_WORD.findall(text))
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _answer(body: dict[str, Any]) -> tuple[str, int]:
+    messages = body.get("messages") or []
+    prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
+    last_user = next(
+        (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    answer = (
+        "This is Skygate's offline demo model (no provider is configured). "
+        f"You said: {last_user[:500]}"
+    )
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens > 0:
+        answer = " ".join(answer.split(" ")[:max_tokens])
+    return answer, max(prompt_tokens, 1)
+
+
+def _completion_id(body: dict[str, Any]) -> str:
+    digest = hashlib.sha256(orjson.dumps(body.get("messages"))).hexdigest()[:24]
+    return f"chatcmpl-demo-{digest}"
+
+
+class DemoProvider:
+    """Answers like an OpenAI-compatible server without leaving the process."""
+
+    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
+        answer, prompt_tokens = _answer(body)
+        n = body.get("n") or 1
+        completion_tokens = count_tokens(answer) * n
+        data = {
+            "id": _completion_id(body),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": DEMO_MODEL,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": answer, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+                for i in range(n)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "system_fingerprint": "skygate-demo",
+        }
+        return Completion(orjson.dumps(data), data, Usage(prompt_tokens, completion_tokens))
+
+    async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
+        answer, prompt_tokens = _answer(body)
+        n = body.get("n") or 1
+        base = {
+            "id": _completion_id(body),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": DEMO_MODEL,
+            "system_fingerprint": "skygate-demo",
+        }
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> Chunk:
+            data = {**base, "choices": choices, **extra}
+            return Chunk(orjson.dumps(data), data)
+
+        for i in range(n):
+            yield chunk(
+                [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        pieces = re.findall(r"\S+\s*", answer)
+        for piece in pieces:
+            for i in range(n):
+                yield chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"content": piece},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+        for i in range(n):
+            yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+        completion_tokens = count_tokens(answer) * n
+        yield chunk(
+            [],
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        )
+
+    async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data_items = []
+        tokens = 0
+        for index, text in enumerate(texts):
+            text = text if isinstance(text, str) else orjson.dumps(text).decode()
+            tokens += max(count_tokens(text), 1)
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = [round((b - 128) / 128, 6) for b in digest[:16]]
+            data_items.append({"object": "embedding", "index": index, "embedding": vector})
+        data = {
+            "object": "list",
+            "data": data_items,
+            "model": DEMO_MODEL,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Completion(orjson.dumps(data), data, Usage(tokens, 0))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,299 @@
+"""The router: public model groups -> deployments, with retries, cooldowns,
+load balancing and fallbacks between groups.
+
+For one request the router walks the group's fallback chain. Within a group it
+makes up to `1 + retry.attempts` attempts, each on a deployment picked by
+weight (or by observed latency) among those whose circuit is closed and that
+are under their rpm/tpm caps, never the same deployment twice while another is
+left. Between attempts it backs off exponentially with jitter, or waits the
+upstream's `Retry-After` when that is short enough. A request error the client
+caused (400, 404, 413, 422 from upstream) ends the walk at once. Streams are
+retried and fall back only until their first chunk has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from core import metrics
+from core.breaker import CircuitBreaker
+from core.llm.config import RouterConfig
+from core.llm.costs import CostTable
+from core.llm.types import Chunk, Completion, Deployment, Provider, ProviderError
+
+log = structlog.get_logger("skygate.router")
+
+OPENAI_COMPATIBLE = frozenset({"openai", "groq", "mistral", "openai_compatible", "demo"})
+DEFAULT_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "mistral": "https://api.mistral.ai/v1",
+}
+
+
+class NoDeploymentAvailable(Exception):
+    """Every deployment of every group in the chain is cooling down or capped."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("no deployment available")
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class _Window:
+    """Requests and tokens in the current minute, for rpm/tpm caps (per worker)."""
+
+    minute: int = 0
+    requests: int = 0
+    tokens: int = 0
+
+    def roll(self) -> None:
+        now = int(time.monotonic() // 60)
+        if now != self.minute:
+            self.minute, self.requests, self.tokens = now, 0, 0
+
+
+@dataclass(slots=True)
+class _Live:
+    deployment: Deployment
+    breaker: CircuitBreaker
+    window: _Window = field(default_factory=_Window)
+
+    def under_caps(self) -> bool:
+        self.window.roll()
+        d = self.deployment
+        if d.rpm is not None and self.window.requests >= d.rpm:
+            return False
+        return not (d.tpm is not None and self.window.tokens >= d.tpm)
+
+
+@dataclass(slots=True)
+class StreamHandle:
+    """A stream whose first chunk has arrived; the rest follows from `rest`."""
+
+    deployment: Deployment
+    first: Chunk
+    rest: AsyncIterator[Chunk]
+    fallback_from: str | None = None
+
+
+class Router:
+    def __init__(
+        self,
+        config: RouterConfig,
+        deployments: Mapping[str, list[Deployment]],
+        providers: Mapping[str, Provider],
+        costs: CostTable,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.costs = costs
+        self._live: dict[str, list[_Live]] = {}
+        for group, items in deployments.items():
+            self._live[group] = [self._make_live(d) for d in items]
+
+    def _make_live(self, deployment: Deployment) -> _Live:
+        def changed(ok: bool, error: BaseException | None) -> None:
+            metrics.LLM_DEPLOYMENT_COOLDOWN.labels(deployment.id).set(0 if ok else 1)
+            if ok:
+                log.warning("deployment_recovered", deployment=deployment.id)
+            else:
+                log.warning(
+                    "deployment_cooling_down",
+                    deployment=deployment.id,
+                    seconds=self.config.cooldown.seconds,
+                    error=str(error)[:200],
+                )
+
+        breaker = CircuitBreaker(
+            threshold=self.config.cooldown.failures,
+            retry_after=self.config.cooldown.seconds,
+            on_change=changed,
+        )
+        metrics.LLM_DEPLOYMENT_COOLDOWN.labels(deployment.id).set(0)
+        return _Live(deployment, breaker)
+
+    # -- lookup --------------------------------------------------------------
+    def resolve(self, name: str) -> str | None:
+        group = self.config.resolve(name)
+        return group.name if group is not None else None
+
+    def public_names(self) -> list[str]:
+        return self.config.public_names()
+
+    def deployments(self, group: str) -> list[Deployment]:
+        return [live.deployment for live in self._live.get(group, [])]
+
+    def all_deployments(self) -> list[Deployment]:
+        return [live.deployment for items in self._live.values() for live in items]
+
+    def cooling_down(self) -> list[str]:
+        return [
+            live.deployment.id
+            for items in self._live.values()
+            for live in items
+            if not live.breaker.is_closed
+        ]
+
+    def cost(self, deployment: Deployment, prompt_tokens: int, completion_tokens: int) -> float:
+        return self.costs.cost(deployment.kind, deployment.model, prompt_tokens, completion_tokens)
+
+    # -- selection -------------------------------------------------------------
+    def _pick(self, group: str, tried: set[str]) -> _Live | None:
+        candidates = [
+            live
+            for live in self._live.get(group, [])
+            if live.deployment.id not in tried and live.breaker.available() and live.under_caps()
+        ]
+        if not candidates:
+            return None
+        if self.config.routing.strategy == "latency" and len(candidates) > 1:
+            # Unmeasured deployments go first (exploration), then the fastest.
+            chosen = min(
+                candidates,
+                key=lambda live: (live.deployment.latency_ewma or 0.0, -live.deployment.weight),
+            )
+        elif len(candidates) == 1:
+            chosen = candidates[0]
+        else:
+            chosen = random.choices(candidates, weights=[c.deployment.weight for c in candidates])[
+                0
+            ]
+        if not chosen.breaker.allow():
+            return None
+        chosen.window.requests += 1
+        return chosen
+
+    def _retry_after_hint(self, chain: list[str]) -> float:
+        waits = [live.breaker.remaining() for group in chain for live in self._live.get(group, [])]
+        return min(waits) if waits else self.config.cooldown.seconds
+
+    def _backoff(self, attempt: int, error: ProviderError) -> float | None:
+        """Seconds to wait before attempt `attempt` (>= 1); None: skip to the next group."""
+        retry = self.config.retry
+        if retry.honour_retry_after and error.retry_after is not None:
+            if error.retry_after > retry.max_retry_after_seconds:
+                return None
+            return float(error.retry_after)
+        base = min(retry.max_backoff_seconds, retry.backoff_seconds * (2 ** (attempt - 1)))
+        return float(base * (0.5 + random.random() / 2))
+
+    def _prepare(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        prepared = {**deployment.defaults, **body} if deployment.defaults else dict(body)
+        prepared["model"] = deployment.model
+        if (
+            deployment.max_tokens
+            and "max_tokens" not in prepared
+            and "max_completion_tokens" not in prepared
+        ):
+            prepared["max_tokens"] = deployment.max_tokens
+        return prepared
+
+    # -- the walk --------------------------------------------------------------
+    async def _walk(self, group: str, body: dict[str, Any], call: Any) -> tuple[Any, Deployment]:
+        chain = self.config.fallback_chain(group)
+        last_error: ProviderError | None = None
+        for position, current in enumerate(chain):
+            if position > 0:
+                metrics.LLM_FALLBACKS.labels(chain[0], current).inc()
+            tried: set[str] = set()
+            for attempt in range(1 + self.config.retry.attempts):
+                if attempt > 0 and last_error is not None:
+                    wait = self._backoff(attempt, last_error)
+                    if wait is None:
+                        break
+                    metrics.LLM_RETRIES.labels(current).inc()
+                    await asyncio.sleep(wait)
+                live = self._pick(current, tried)
+                if live is None and tried:
+                    tried.clear()  # every deployment tried once: retry the best again
+                    live = self._pick(current, tried)
+                if live is None:
+                    break
+                deployment = live.deployment
+                tried.add(deployment.id)
+                provider = self.providers[
+                    "demo"
+                    if deployment.kind == "demo"
+                    else ("direct" if deployment.openai_compatible else "litellm")
+                ]
+                started = time.perf_counter()
+                try:
+                    result = await call(provider, deployment, self._prepare(deployment, body))
+                except ProviderError as error:
+                    metrics.LLM_UPSTREAM_ERRORS.labels(deployment.kind, current, error.kind).inc()
+                    last_error = error
+                    if error.client_fault:
+                        live.breaker.release()
+                        raise
+                    live.breaker.record_failure(error)
+                    log.info(
+                        "upstream_failed",
+                        deployment=deployment.id,
+                        kind=error.kind,
+                        status=error.status,
+                        attempt=attempt + 1,
+                    )
+                    if not error.retryable:
+                        break
+                    continue
+                except BaseException:
+                    live.breaker.release()
+                    raise
+                deployment.observe_latency(time.perf_counter() - started)
+                live.breaker.record_success()
+                return result, deployment
+        if last_error is not None:
+            raise last_error
+        raise NoDeploymentAvailable(self._retry_after_hint(chain))
+
+    async def complete(self, group: str, body: dict[str, Any]) -> tuple[Completion, Deployment]:
+        async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> Completion:
+            return await provider.complete(d, b)
+
+        result, deployment = await self._walk(group, body, call)
+        self._count_tokens(deployment, result.usage.prompt_tokens + result.usage.completion_tokens)
+        return result, deployment
+
+    async def embed(self, group: str, body: dict[str, Any]) -> tuple[Completion, Deployment]:
+        async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> Completion:
+            return await provider.embed(d, b)
+
+        result, deployment = await self._walk(group, body, call)
+        self._count_tokens(deployment, result.usage.prompt_tokens)
+        return result, deployment
+
+    async def open_stream(self, group: str, body: dict[str, Any]) -> StreamHandle:
+        async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> StreamHandle:
+            stream = provider.stream(d, b)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration as exc:
+                raise ProviderError("garbage", f"{d.id} sent an empty stream") from exc
+            except BaseException:
+                await stream.aclose()  # type: ignore[attr-defined]
+                raise
+            return StreamHandle(d, first, stream)
+
+        handle, _ = await self._walk(group, body, call)
+        assert isinstance(handle, StreamHandle)
+        return handle
+
+    def _count_tokens(self, deployment: Deployment, tokens: int) -> None:
+        for live in self._live.get(deployment.group, []):
+            if live.deployment is deployment:
+                live.window.tokens += tokens
+
+    def count_stream_tokens(self, deployment: Deployment, tokens: int) -> None:
+        self._count_tokens(deployment, tokens)
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()

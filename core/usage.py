@@ -1,0 +1,143 @@
+"""Usage accounting written in batches, off the request path.
+
+`record()` never waits: it appends to a bounded in-memory queue (dropping, and
+counting the drop, if the database falls far behind). A background task writes
+the queue to `usage_records` every `USAGE_FLUSH_SECONDS` or when a batch fills,
+and once more at shutdown. A database outage delays accounting; it never fails
+or slows a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Date, case, cast, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core import metrics
+from database.models import UsageRecord
+
+log = structlog.get_logger("skygate.usage")
+
+MAX_QUEUE = 50_000
+BATCH = 500
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    tenant: str
+    api_key_id: str | None
+    model_group: str
+    provider: str | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cache_status: str
+    outcome: str
+    created_at: datetime | None = None
+
+
+class UsageRecorder:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, flush_seconds: float) -> None:
+        self.sessions = sessions
+        self.flush_seconds = flush_seconds
+        self.queue: list[UsageEvent] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.failing = False
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="usage-writer")
+
+    def record(self, event: UsageEvent) -> None:
+        if len(self.queue) >= MAX_QUEUE:
+            metrics.USAGE_DROPPED.inc()
+            return
+        event.created_at = event.created_at or datetime.now(UTC)
+        self.queue.append(event)
+        if len(self.queue) >= BATCH:
+            self.wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), self.flush_seconds)
+            self.wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue[:BATCH], self.queue[BATCH:]
+            try:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
+            except Exception as exc:  # database down: keep the batch, try again later
+                self.queue = batch + self.queue
+                if not self.failing:
+                    log.warning(
+                        "usage_write_failed", error=type(exc).__name__, pending=len(self.queue)
+                    )
+                    self.failing = True
+                return
+            if self.failing:
+                log.warning("usage_write_recovered")
+                self.failing = False
+            metrics.USAGE_WRITTEN.inc(len(batch))
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.flush()
+
+
+async def usage_summary(
+    session: AsyncSession, *, tenant: str | None, since: date, until: date
+) -> list[dict[str, Any]]:
+    """Totals by day (UTC), model group and tenant (one tenant, or all for admins)."""
+    if session.get_bind().dialect.name == "sqlite":
+        day: Any = func.date(UsageRecord.created_at)
+    else:
+        day = cast(func.timezone("UTC", UsageRecord.created_at), Date)
+    start = datetime.combine(since, time.min, tzinfo=UTC)
+    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
+    query = (
+        select(
+            day.label("day"),
+            UsageRecord.model_group,
+            UsageRecord.tenant,
+            func.count().label("requests"),
+            func.sum(UsageRecord.prompt_tokens).label("prompt_tokens"),
+            func.sum(UsageRecord.completion_tokens).label("completion_tokens"),
+            func.sum(UsageRecord.cost_usd).label("cost_usd"),
+            func.sum(case((UsageRecord.cache_status == "hit", 1), else_=0)).label("cache_hits"),
+        )
+        .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        .group_by(day, UsageRecord.model_group, UsageRecord.tenant)
+        .order_by(day, UsageRecord.model_group, UsageRecord.tenant)
+    )
+    if tenant is not None:
+        query = query.where(UsageRecord.tenant == tenant)
+    rows = (await session.execute(query)).all()
+    return [
+        {
+            "date": str(row.day),
+            "model": row.model_group,
+            "tenant": row.tenant,
+            "requests": int(row.requests),
+            "prompt_tokens": int(row.prompt_tokens or 0),
+            "completion_tokens": int(row.completion_tokens or 0),
+            "cost_usd": round(float(row.cost_usd or 0), 9),
+            "cache_hits": int(row.cache_hits or 0),
+        }
+        for row in rows
+    ]
