@@ -28,6 +28,14 @@ from core.config import load_settings
 from core.logging import configure_logging, logging_dict
 
 _settings = load_settings()  # raises ConfigurationError (exit 1, message on stderr)
+if _settings.router_config:
+    from core.config import ConfigurationError
+    from core.llm.config import RouterConfigError, load_router_config
+
+    try:
+        load_router_config(_settings.router_config)
+    except RouterConfigError as _error:
+        raise ConfigurationError(f"ROUTER_CONFIG is invalid:\n{_error}") from None
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency

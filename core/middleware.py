@@ -127,6 +127,8 @@ class RequestContextMiddleware:
                 metrics.HTTP_IN_PROGRESS.labels(method).dec()
                 metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
+                if route.startswith("/api/v1/"):
+                    metrics.API_DURATION.labels(method, route).observe(elapsed)
             level = "debug" if route in QUIET_ROUTES and status < 500 else "info"
             getattr(access_log, level)(
                 "request",

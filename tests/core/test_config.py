@@ -142,3 +142,22 @@ def test_gunicorn_master_refuses_before_forking_workers() -> None:
     assert result.returncode != 0
     assert "JWT_SECRET_KEY" in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+def test_gunicorn_refuses_an_invalid_router_config_naming_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        "model_groups:\n  - name: a\n    deployments:\n"
+        "      - provider: openai\n        model: x\n        weight: -1\n"
+    )
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    result = subprocess.run(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "main_enterprise:app"],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ROUTER_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"{config}:6: model_groups.0.deployments.0.weight" in result.stderr
