@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     enable_metrics: bool = True
     rate_limit_per_minute: int = Field(default=60, ge=1)
     rate_limit_per_hour: int = Field(default=1000, ge=1)
+    rate_limit_tokens_per_minute: int | None = Field(default=None, ge=1)
+    instance_count: int = Field(default=1, ge=1, le=1000)
+    auth_cache_seconds: float = Field(default=2.0, gt=0, le=5)
+    jwt_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    metrics_token: SecretStr | None = None
 
     # -- LLM providers and routing ---------------------------------------------
     router_config: str | None = None
@@ -148,6 +153,7 @@ class Settings(BaseSettings):
         "openai_model_fallback",
         "openai_temperature",
         "openai_max_tokens",
+        "rate_limit_tokens_per_minute",
         mode="before",
     )
     @classmethod
@@ -165,6 +171,7 @@ class Settings(BaseSettings):
         "groq_api_key",
         "mistral_api_key",
         "cohere_api_key",
+        "metrics_token",
         mode="before",
     )
     @classmethod
@@ -206,6 +213,16 @@ class Settings(BaseSettings):
         return value
 
     # -- production refusals -------------------------------------------------
+    @field_validator("jwt_secret_key")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment != "production":
@@ -243,6 +260,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Auth is off only in development without ADMIN_API_KEY (warned about at start)."""
+        return self.is_production or self.admin_api_key is not None
 
     @cached_property
     def json_logs(self) -> bool:
@@ -285,6 +307,7 @@ class Settings(BaseSettings):
             self.groq_api_key,
             self.mistral_api_key,
             self.cohere_api_key,
+            self.metrics_token,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None]
         for url in (self.database_url, self.redis_url or ""):

@@ -51,12 +51,13 @@ FORBIDDEN_FIELDS = frozenset(
     }
 )
 MAX_N = 128
+MAX_DEPTH = 64  # orjson serialises at most 255 levels; no real request nests this deep
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Role
     content: str | list[dict[str, Any]] | None = None
@@ -75,7 +76,8 @@ class Message(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict: the client's dict is what travels on, so "2" must not pass as 2
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[Message] = Field(min_length=1, max_length=10_000)
@@ -105,7 +107,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str] | list[int] | list[list[int]]
@@ -133,7 +135,23 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidJSONError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidJSONError("The request body must be a JSON object.")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise InvalidJSONError(f"The request body nests deeper than {MAX_DEPTH} levels.")
     return data
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def refuse_provider_settings(body: dict[str, Any]) -> None:

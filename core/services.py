@@ -7,18 +7,23 @@ import time.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core import metrics
+from core.auth import Authenticator
+from core.budget import SpendTracker
 from core.cache import ResponseCache
 from core.completions import CompletionService
 from core.config import Settings
 from core.health import HealthMonitor, Lifecycle
 from core.llm.factory import build_router
 from core.llm.router import Router
+from core.rate_limit import RateLimiter
 from core.redis import ResilientRedis
 from core.usage import UsageRecorder
 from database.engine import EngineOptions, create_engine, session_factory
@@ -38,6 +43,9 @@ class Services:
     cache: ResponseCache
     usage: UsageRecorder
     completions: CompletionService
+    auth: Authenticator
+    limiter: RateLimiter
+    spend: SpendTracker
 
     async def close(self) -> None:
         await self.completions.close()
@@ -45,10 +53,6 @@ class Services:
         await self.router.close()
         await self.redis.close()
         await self.engine.dispose()
-
-
-def _placeholder(detail: str) -> dict[str, Any]:
-    return {"status": "not_configured", "latency_ms": None, "detail": detail}
 
 
 async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
@@ -74,16 +78,31 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
     sessions = session_factory(engine)
     usage = UsageRecorder(sessions, flush_seconds=settings.usage_flush_seconds)
     usage.start()
+    # Under gunicorn (which exports SKYGATE_MASTER_PID) each of WEB_CONCURRENCY workers
+    # takes its share of a limit when Redis is away; the embedded server is one process.
+    workers = settings.web_concurrency if os.environ.get(metrics.MASTER_PID_ENV) else 1
+    limiter = RateLimiter(redis, share=workers * settings.instance_count)
+    spend = SpendTracker(sessions)
+    auth = Authenticator(
+        sessions,
+        admin_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
+        jwt_secret=settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else None,
+        enabled=settings.auth_enabled,
+        cache_seconds=settings.auth_cache_seconds,
+    )
     completions = CompletionService(
         router=router,
         cache=cache,
         usage=usage,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
+        limiter=limiter,
+        spend=spend,
+        default_tokens_per_minute=settings.rate_limit_tokens_per_minute,
         demo=demo,
     )
     health = HealthMonitor(engine=engine, redis=redis, lifecycle=lifecycle, heads=head_revisions())
     health.add_reporter("cache", lambda: _cache_report(cache))
-    health.add_reporter("rate_limiter", lambda: _placeholder("rate limits arrive with auth"))
+    health.add_reporter("rate_limiter", lambda: _limiter_report(limiter))
     health.add_reporter("llm_providers", lambda: _providers_report(router, demo))
     return Services(
         settings=settings,
@@ -97,7 +116,21 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
         cache=cache,
         usage=usage,
         completions=completions,
+        auth=auth,
+        limiter=limiter,
+        spend=spend,
     )
+
+
+def _limiter_report(limiter: RateLimiter) -> dict[str, Any]:
+    backend = limiter.backend
+    degraded = limiter.shared is not None and backend == "local"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "latency_ms": None,
+        "backend": backend,
+        "local_share": limiter.share,
+    }
 
 
 def _cache_report(cache: ResponseCache) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, func
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Numeric, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -38,7 +38,7 @@ class UsageRecord(Base):
     )
     request_id: Mapped[str] = mapped_column(String(128))
     tenant: Mapped[str] = mapped_column(String(128), index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[str | None] = mapped_column(String(64), index=True)
     model_group: Mapped[str] = mapped_column(String(128))
     provider: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(256))
@@ -48,3 +48,27 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
     cache_status: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(32))
+
+
+class ApiKey(Base):
+    """A tenant's API key. Only a SHA-256 hash and a short display prefix of the
+    secret are stored; the secret itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rph_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Numeric(14, 4), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

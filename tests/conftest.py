@@ -25,6 +25,9 @@ AppFactory = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.Asyn
 def make_settings(**overrides: Any) -> Settings:
     """Settings from explicit values only (no .env file); development defaults."""
     overrides.setdefault("log_json", True)
+    # Limits high unless a test is about limits (tests/core/test_rate_limit.py).
+    overrides.setdefault("rate_limit_per_minute", 1_000_000)
+    overrides.setdefault("rate_limit_per_hour", 10_000_000)
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 

@@ -8,15 +8,18 @@ server-sent events. A client that disconnects cancels the upstream call.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from api.deps import PrincipalDep
+from core.auth import Principal
 from core.cache import CacheDirectives
 from core.completions import Answer, Caller, StreamAnswer
+from core.rate_limit import Decision
 from core.schemas import parse_json_object
 from core.services import ServicesDep
 
@@ -49,9 +52,15 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     raise ClientDisconnected
 
 
-def _caller(request: Request, principal: Any) -> Caller:
+def _caller(request: Request, principal: Principal) -> Caller:
     return Caller(
-        tenant=principal.tenant, request_id=request.state.request_id, api_key_id=principal.key_id
+        tenant=principal.tenant,
+        request_id=request.state.request_id,
+        api_key_id=principal.key_id,
+        limit_key=principal.limit_key,
+        allowed_models=principal.allowed_models,
+        tokens_per_minute=principal.tpm,
+        monthly_budget_usd=principal.monthly_budget_usd,
     )
 
 
@@ -61,12 +70,26 @@ def _directives(request: Request) -> CacheDirectives:
     )
 
 
-def _respond(answer: Answer | StreamAnswer) -> Response:
+def _request_limit_headers(request: Request) -> dict[str, str]:
+    """X-RateLimit-* and OpenAI's x-ratelimit-*-requests for this request's decision."""
+    decision: Decision | None = getattr(request.state, "request_decision", None)
+    if decision is None:
+        return {}
+    return {
+        **request.state.limit_headers,
+        "x-ratelimit-limit-requests": str(decision.limit),
+        "x-ratelimit-remaining-requests": str(max(decision.remaining, 0)),
+        "x-ratelimit-reset-requests": f"{max(decision.reset_at - time.time(), 0):.0f}s",
+    }
+
+
+def _respond(request: Request, answer: Answer | StreamAnswer) -> Response:
+    headers = {**_request_limit_headers(request), **answer.headers}
     if isinstance(answer, StreamAnswer):
         return StreamingResponse(
-            answer.events, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers}
+            answer.events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
         )
-    return Response(answer.body, media_type="application/json", headers=answer.headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 @router.post("/api/v1/chat/completions")
@@ -79,7 +102,7 @@ async def chat_completions(
         answer = await until_disconnect(request, work)
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    return _respond(answer)
+    return _respond(request, answer)
 
 
 @router.post("/api/v1/embeddings")
@@ -90,4 +113,4 @@ async def embeddings(request: Request, services: ServicesDep, principal: Princip
         answer = await until_disconnect(request, work)
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    return _respond(answer)
+    return _respond(request, answer)

@@ -7,8 +7,10 @@ is labelled as a demo everywhere it appears and never exists in production.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -146,7 +148,10 @@ class DemoProvider:
             tokens += max(count_tokens(text), 1)
             digest = hashlib.sha256(text.encode()).digest()
             vector = [round((b - 128) / 128, 6) for b in digest[:16]]
-            data_items.append({"object": "embedding", "index": index, "embedding": vector})
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data_items.append({"object": "embedding", "index": index, "embedding": embedding})
         data = {
             "object": "list",
             "data": data_items,

@@ -34,6 +34,7 @@ class GatewayProcess:
             "PORT": str(self.port),
             "LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",
+            "SHUTDOWN_DRAIN_SECONDS": "0",  # tests that are about the drain set it
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,282 @@
+"""API keys, tokens and what a key may do: admin endpoints, the secret shown
+once, model allow-lists, budgets, revocation, JWT exchange and JWT attacks,
+hostile credentials and tenant isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import text
+
+from bench.fake_upstream import FakeUpstream
+from tests.support.llm import LLMApp
+
+ADMIN = "admin-key-for-tests-0123456789abcdef"
+SECRET = "jwt-secret-for-tests-0123456789abcdef-0123456789abcdef-0123456789"
+CHAT = "/api/v1/chat/completions"
+AUTH = {"admin_api_key": ADMIN, "jwt_secret_key": SECRET, "auth_cache_seconds": 0.5}
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+async def create_key(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    body = {"name": "test key", "tenant": "team-a", **fields}
+    response = await client.post("/api/v1/keys", json=body, headers=bearer(ADMIN))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def chat(text: str = "hello", model: str = "primary") -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+async def test_key_lifecycle_through_the_admin_api(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        created = await create_key(
+            client, allowed_models=["primary"], rpm_limit=100, monthly_budget_usd=5
+        )
+        secret = created["key"]
+        assert secret.startswith("sk-sg-") and created["prefix"] == secret[:12]
+        assert created["state"] == "active" and created["tenant"] == "team-a"
+
+        listed = (await client.get("/api/v1/keys", headers=bearer(ADMIN))).json()["data"]
+        assert [k["id"] for k in listed] == [created["id"]]
+        assert all("key" not in k for k in listed)  # the secret is shown once
+        one = await client.get(f"/api/v1/keys/{created['id']}", headers=bearer(ADMIN))
+        assert one.json()["prefix"] == created["prefix"] and "key" not in one.json()
+
+        assert (await client.post(CHAT, json=chat(), headers=bearer(secret))).status_code == 200
+        patched = await client.patch(
+            f"/api/v1/keys/{created['id']}",
+            headers=bearer(ADMIN),
+            json={"name": "renamed", "rpm_limit": 5},
+        )
+        assert patched.json()["name"] == "renamed" and patched.json()["rpm_limit"] == 5
+
+        revoked = await client.delete(f"/api/v1/keys/{created['id']}", headers=bearer(ADMIN))
+        assert revoked.json()["state"] == "revoked"
+        response = await client.post(CHAT, json=chat("after revoke"), headers=bearer(secret))
+        assert response.status_code == 401
+        assert "revoked" in response.json()["error"]["message"]
+        missing = await client.get("/api/v1/keys/nope", headers=bearer(ADMIN))
+        assert missing.status_code == 404
+
+
+async def test_only_admins_manage_keys(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        created = await create_key(client)
+        assert (await client.get("/api/v1/keys")).status_code == 401
+        forbidden = await client.get("/api/v1/keys", headers=bearer(created["key"]))
+        assert forbidden.status_code == 403
+        assert forbidden.json()["error"]["type"] == "permission_error"
+        bad = await client.post(
+            "/api/v1/keys", headers=bearer(ADMIN), json={"name": "x", "tenant": "t", "rpm_limit": 0}
+        )
+        assert bad.status_code == 422
+
+
+async def test_key_limited_to_some_models_gets_403_for_others(
+    llm_app: LLMApp, upstream: FakeUpstream
+) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        key = (await create_key(client, allowed_models=["backup"]))["key"]
+        denied = await client.post(CHAT, json=chat(), headers=bearer(key))
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"] == "model_not_allowed"
+        assert upstream.calls("primary-1") == 0
+        allowed = await client.post(CHAT, json=chat(model="backup"), headers=bearer(key))
+        assert allowed.status_code == 200
+
+
+async def test_budget_exhausted_is_a_429_until_raised(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (app, client):
+        created = await create_key(client, monthly_budget_usd=1.0)
+        key = created["key"]
+        assert (await client.post(CHAT, json=chat("a"), headers=bearer(key))).status_code == 200
+        async with app.state.services.sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "INSERT INTO usage_records (request_id, tenant, api_key_id, model_group,"
+                    " prompt_tokens, completion_tokens, cost_usd, latency_ms, cache_status, outcome)"
+                    " VALUES ('r', 'team-a', :id, 'primary', 1, 1, 2.5, 1, 'miss', 'success')"
+                ),
+                {"id": created["id"]},
+            )
+        app.state.services.spend.forget(created["id"])
+        over = await client.post(CHAT, json=chat("b"), headers=bearer(key))
+        assert over.status_code == 429
+        assert over.json()["error"]["code"] == "budget_exceeded"
+        assert "budget" in over.json()["error"]["message"]
+        await client.patch(
+            f"/api/v1/keys/{created['id']}", headers=bearer(ADMIN), json={"monthly_budget_usd": 10}
+        )
+        assert (await client.post(CHAT, json=chat("c"), headers=bearer(key))).status_code == 200
+
+
+async def test_expired_and_disabled_keys_are_refused(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        expired = await create_key(client, expires_at="2020-01-01T00:00:00Z")
+        response = await client.post(CHAT, json=chat(), headers=bearer(expired["key"]))
+        assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
+        disabled = await create_key(client)
+        await client.patch(
+            f"/api/v1/keys/{disabled['id']}", headers=bearer(ADMIN), json={"state": "disabled"}
+        )
+        response = await client.post(CHAT, json=chat(), headers=bearer(disabled["key"]))
+        assert response.status_code == 401
+
+
+async def test_x_api_key_header_works(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        key = (await create_key(client))["key"]
+        response = await client.post(CHAT, json=chat(), headers={"X-API-Key": key})
+        assert response.status_code == 200
+
+
+HOSTILE = [
+    "' OR '1'='1",
+    "sk-sg-' OR '1'='1' --",
+    "x'); SELECT pg_sleep(10); --",
+    "sk-sg-" + "A" * 37 + "'; SELECT pg_sleep(5)--",
+    "k" * 8192,
+    "sk-sg-\u00e9\u00e8\u00ea\u00eb\u4e2d\u6587",
+    "",
+    "Bearer",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
+async def test_hostile_key_values_are_a_quick_401(llm_app: LLMApp, value: str) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        started = time.monotonic()
+        response = await client.post(
+            CHAT, json=chat(), headers={"Authorization": f"Bearer {value}".encode()}
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert time.monotonic() - started < 1.0
+
+
+async def test_nul_bytes_in_x_api_key_are_a_401(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        response = await client.post(CHAT, json=chat(), headers={"X-API-Key": b"sk-sg-\x00abc"})
+        assert response.status_code == 401
+
+
+async def test_token_exchange_and_revocation(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        created = await create_key(client)
+        issued = await client.post("/api/v1/auth/token", headers=bearer(created["key"]))
+        assert issued.status_code == 200
+        token = issued.json()["access_token"]
+        assert issued.json()["token_type"] == "bearer" and issued.json()["expires_in"] == 900
+        assert (await client.post(CHAT, json=chat(), headers=bearer(token))).status_code == 200
+        assert (await client.get("/api/v1/keys", headers=bearer(token))).status_code == 403
+        await client.delete(f"/api/v1/keys/{created['id']}", headers=bearer(ADMIN))
+        await asyncio.sleep(0.6)
+        response = await client.post(CHAT, json=chat("later"), headers=bearer(token))
+        assert response.status_code == 401
+        admin_token = (await client.post("/api/v1/auth/token", headers=bearer(ADMIN))).json()[
+            "access_token"
+        ]
+        assert (await client.get("/api/v1/keys", headers=bearer(admin_token))).status_code == 200
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "iss": "skygate",
+        "aud": "skygate-api",
+        "sub": "admin",
+        "tenant": "admin",
+        "admin": True,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _forge(name: str) -> str:
+    if name == "alg-none":
+        return _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(_claims()) + "."
+    if name == "alg-confusion":  # HS512 / RS-style header with the shared secret
+        return jwt.encode(_claims(), SECRET, algorithm="HS512")
+    if name == "wrong-secret":
+        return jwt.encode(_claims(), "another-secret-that-is-long-enough-000", algorithm="HS256")
+    if name == "wrong-aud":
+        return jwt.encode(_claims(aud="someone-else"), SECRET, algorithm="HS256")
+    if name == "wrong-iss":
+        return jwt.encode(_claims(iss="evil"), SECRET, algorithm="HS256")
+    if name == "no-exp":
+        return jwt.encode(_claims(exp=None), SECRET, algorithm="HS256")
+    if name == "expired":
+        return jwt.encode(_claims(exp=int(time.time()) - 3600), SECRET, algorithm="HS256")
+    if name == "future-nbf":
+        return jwt.encode(_claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256")
+    if name == "tampered":
+        good = jwt.encode(_claims(admin=False, sub="nobody"), SECRET, algorithm="HS256")
+        header, _, signature = good.split(".")
+        return f"{header}.{_b64(_claims())}.{signature}"
+    if name == "oversized":
+        return jwt.encode(_claims(pad="x" * 5000), SECRET, algorithm="HS256")
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "alg-none",
+        "alg-confusion",
+        "wrong-secret",
+        "wrong-aud",
+        "wrong-iss",
+        "no-exp",
+        "expired",
+        "future-nbf",
+        "tampered",
+        "oversized",
+    ],
+)
+async def test_jwt_attacks_are_refused(llm_app: LLMApp, attack: str) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        control = jwt.encode(_claims(), SECRET, algorithm="HS256")
+        assert (await client.get("/api/v1/keys", headers=bearer(control))).status_code == 200
+        response = await client.get("/api/v1/keys", headers=bearer(_forge(attack)))
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+
+
+async def test_tenants_do_not_see_each_others_usage_or_cache(
+    llm_app: LLMApp, upstream: FakeUpstream
+) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        key_a = (await create_key(client, tenant="tenant-a"))["key"]
+        key_b = (await create_key(client, tenant="tenant-b"))["key"]
+        first = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_a))
+        assert first.headers["x-cache"] == "miss"
+        await asyncio.sleep(0.05)
+        again_a = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_a))
+        assert again_a.headers["x-cache"] == "hit"
+        as_b = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_b))
+        assert as_b.headers["x-cache"] == "miss"
+        assert upstream.calls("primary-1") == 2
+        usage_b = (await client.get("/api/v1/usage", headers=bearer(key_b))).json()
+        assert {row["tenant"] for row in usage_b["data"]} == {"tenant-b"}
+        assert usage_b["totals"]["requests"] == 1
+        usage_admin = (await client.get("/api/v1/usage", headers=bearer(ADMIN))).json()
+        assert {row["tenant"] for row in usage_admin["data"]} == {"tenant-a", "tenant-b"}

@@ -1,0 +1,234 @@
+"""Rate limits that hold across workers and instances (real gunicorn, real
+Redis), degrade to a local share when Redis dies or hangs, ignore spoofed
+X-Forwarded-For, and revocation that reaches every worker within 5 s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.fake_upstream import FakeUpstream
+from tests.api.test_keys import ADMIN, SECRET, bearer, chat, create_key
+from tests.support.gateway import GatewayProcess
+from tests.support.llm import LLMApp, router_yaml
+from tests.support.servers import RedisServer
+
+CHAT = "/api/v1/chat/completions"
+
+
+# -- in-process: headers, tokens, Redis failure ------------------------------------
+
+
+async def test_limit_headers_and_the_429(llm_app: LLMApp) -> None:
+    async with llm_app(admin_api_key=ADMIN, jwt_secret_key=SECRET) as (_, client):
+        key = (await create_key(client, rpm_limit=3))["key"]
+        ok = await client.post(CHAT, json=chat("one"), headers=bearer(key))
+        assert ok.status_code == 200
+        assert ok.headers["x-ratelimit-limit"] == "3"
+        assert ok.headers["x-ratelimit-remaining"] == "2"
+        assert int(ok.headers["x-ratelimit-reset"]) > time.time()
+        assert ok.headers["x-ratelimit-limit-requests"] == "3"
+        assert ok.headers["x-ratelimit-remaining-requests"] == "2"
+        for i in range(2):
+            await client.post(CHAT, json=chat(f"n{i}"), headers=bearer(key))
+        limited = await client.post(CHAT, json=chat("four"), headers=bearer(key))
+        assert limited.status_code == 429
+        assert limited.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.headers["x-ratelimit-remaining"] == "0"
+        models = await client.get("/api/v1/models", headers=bearer(key))
+        assert models.status_code == 429  # one principal, one limit, every route
+
+
+async def test_tokens_per_minute_from_max_tokens_then_real_usage(
+    llm_app: LLMApp, upstream: FakeUpstream
+) -> None:
+    async with llm_app(admin_api_key=ADMIN, jwt_secret_key=SECRET) as (_, client):
+        key = (await create_key(client, tpm_limit=300))["key"]
+        first = await client.post(
+            CHAT, json={**chat("tokens"), "max_tokens": 200}, headers=bearer(key)
+        )
+        assert first.status_code == 200
+        assert first.headers["x-ratelimit-limit-tokens"] == "300"
+        assert int(first.headers["x-ratelimit-remaining-tokens"]) < 100
+        await asyncio.sleep(0.1)  # the estimate is corrected by the real (small) usage
+        second = await client.post(
+            CHAT, json={**chat("tokens 2"), "max_tokens": 200}, headers=bearer(key)
+        )
+        assert second.status_code == 200
+        await asyncio.sleep(0.1)
+        too_big = await client.post(
+            CHAT, json={**chat("too many"), "max_tokens": 290}, headers=bearer(key)
+        )
+        assert too_big.status_code == 429
+        assert "tokens" in too_big.json()["error"]["message"]
+        assert upstream.calls("primary-1") == 2
+
+
+@pytest.mark.parametrize("failure", ["stop", "freeze"])
+async def test_redis_down_enforces_the_local_share(
+    llm_app: LLMApp, redis_url: str, redis_server: RedisServer, failure: str
+) -> None:
+    # one process standing for one of two instances: its share is half of each limit
+    async with llm_app(
+        redis_url=redis_url,
+        rate_limit_per_minute=20,
+        instance_count=2,
+        redis_socket_timeout=0.2,
+        redis_retry_seconds=30,
+    ) as (_, client):
+        assert (await client.get("/api/v1/models")).status_code == 200
+        redis_server.stop() if failure == "stop" else redis_server.freeze()
+        try:
+            statuses = [(await client.get("/api/v1/models")).status_code for _ in range(15)]
+            assert 500 not in statuses
+            assert statuses.count(200) == 10 and statuses.count(429) == 5  # 20 / 2 instances
+            started = time.monotonic()
+            assert (await client.get("/live")).status_code == 200
+            assert time.monotonic() - started < 0.1
+            health = (await client.get("/health")).json()["services"]["rate_limiter"]
+            assert health == {
+                "status": "degraded",
+                "latency_ms": None,
+                "backend": "local",
+                "local_share": 2,
+            }
+        finally:
+            redis_server.thaw() if failure == "freeze" else redis_server.start()
+
+
+# -- real gunicorn -----------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> Iterator[tuple[list[GatewayProcess], FakeUpstream]]:
+    """Two gateway instances (2 workers each) sharing PostgreSQL and Redis."""
+    from bench.fake_upstream import run_in_thread
+    from database.schema import upgrade_head
+
+    upgrade_head(postgres_url)
+    upstream, stop_upstream = run_in_thread()
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(upstream))
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url,
+        "ROUTER_CONFIG": str(config),
+        "FAKE_ANTHROPIC_KEY": "k",
+        "ADMIN_API_KEY": ADMIN,
+        "JWT_SECRET_KEY": SECRET,
+        "RATE_LIMIT_PER_MINUTE": "60",
+        "RATE_LIMIT_PER_HOUR": "100000",
+        "WEB_CONCURRENCY": "2",
+        "AUTH_CACHE_SECONDS": "2",
+    }
+    gateways = [
+        GatewayProcess(
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"p{i}")},
+            tmp_path / f"gateway-{i}.log",
+        )
+        for i in range(2)
+    ]
+    try:
+        for gateway in gateways:
+            gateway.start()
+        yield gateways, upstream
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        stop_upstream()
+
+
+def new_key(gateway: GatewayProcess, **fields: object) -> dict[str, str]:
+    response = httpx.post(
+        f"{gateway.base_url}/api/v1/keys",
+        headers=bearer(ADMIN),
+        timeout=10,
+        json={"name": "fleet", "tenant": f"t-{uuid.uuid4().hex[:6]}", **fields},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def get_models(gateway: GatewayProcess, key: str) -> httpx.Response:
+    # a new connection per request, so both workers of the instance serve
+    return httpx.get(f"{gateway.base_url}/api/v1/models", headers=bearer(key), timeout=10)
+
+
+@pytest.mark.slow
+def test_one_limit_across_workers_and_instances(
+    fleet: tuple[list[GatewayProcess], FakeUpstream],
+) -> None:
+    gateways, _ = fleet
+    for instances in (gateways[:1], gateways):
+        key = new_key(gateways[0])["key"]
+        responses = [get_models(instances[i % len(instances)], key) for i in range(120)]
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 60, statuses
+        assert statuses.count(429) == 60
+        assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
+
+
+@pytest.mark.slow
+def test_revocation_reaches_every_worker_within_5s(
+    fleet: tuple[list[GatewayProcess], FakeUpstream],
+) -> None:
+    gateways, _ = fleet
+    created = new_key(gateways[0])
+    key = created["key"]
+    for _ in range(8):  # every worker of both instances has the key cached
+        for gateway in gateways:
+            assert get_models(gateway, key).status_code == 200
+    response = httpx.delete(
+        f"{gateways[0].base_url}/api/v1/keys/{created['id']}", headers=bearer(ADMIN), timeout=10
+    )
+    assert response.status_code == 200
+    revoked_at = time.monotonic()
+    while True:
+        statuses = [get_models(g, key).status_code for g in gateways for _ in range(4)]
+        if set(statuses) == {401}:
+            break
+        assert time.monotonic() - revoked_at < 5, statuses
+        time.sleep(0.1)
+    assert time.monotonic() - revoked_at < 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trusted", [False, True])
+def test_spoofed_forwarded_for_does_not_change_the_limit_key(
+    tmp_path: Path, sqlite_url: str, trusted: bool
+) -> None:
+    gateway = GatewayProcess(
+        {
+            "DATABASE_URL": sqlite_url,
+            "RATE_LIMIT_PER_MINUTE": "10",
+            "WEB_CONCURRENCY": "1",
+            "FORWARDED_ALLOW_IPS": "127.0.0.1" if trusted else "10.9.9.9",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        },
+        tmp_path / "gateway.log",
+    )
+    try:
+        gateway.start()
+        statuses = [
+            httpx.get(
+                f"{gateway.base_url}/api/v1/models",
+                timeout=10,
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(20)
+        ]
+    finally:
+        gateway.stop()
+    if trusted:  # a trusted proxy's header is believed: twenty different clients
+        assert statuses.count(200) == 20
+    else:  # an untrusted peer cannot mint new addresses
+        assert statuses.count(200) == 10 and statuses.count(429) == 10
