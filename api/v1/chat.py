@@ -92,25 +92,26 @@ def _respond(request: Request, answer: Answer | StreamAnswer) -> Response:
     return Response(answer.body, media_type="application/json", headers=headers)
 
 
+async def _answer(request: Request, work: Awaitable[Answer | StreamAnswer]) -> Response:
+    try:
+        answer = await until_disconnect(request, work)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return _respond(request, answer)
+
+
 @router.post("/api/v1/chat/completions")
 async def chat_completions(
     request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
     body = parse_json_object(await request.body())
-    work = services.completions.chat(_caller(request, principal), body, _directives(request))
-    try:
-        answer = await until_disconnect(request, work)
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED)
-    return _respond(request, answer)
+    caller = _caller(request, principal)
+    return await _answer(request, services.completions.chat(caller, body, _directives(request)))
 
 
 @router.post("/api/v1/embeddings")
 async def embeddings(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     body = parse_json_object(await request.body())
-    work = services.completions.embeddings(_caller(request, principal), body, _directives(request))
-    try:
-        answer = await until_disconnect(request, work)
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED)
-    return _respond(request, answer)
+    caller = _caller(request, principal)
+    work = services.completions.embeddings(caller, body, _directives(request))
+    return await _answer(request, work)

@@ -106,7 +106,8 @@ async def test_budget_exhausted_is_a_429_until_raised(llm_app: LLMApp) -> None:
             await session.execute(
                 text(
                     "INSERT INTO usage_records (request_id, tenant, api_key_id, model_group,"
-                    " prompt_tokens, completion_tokens, cost_usd, latency_ms, cache_status, outcome)"
+                    " prompt_tokens, completion_tokens, cost_usd, latency_ms, cache_status,"
+                    " outcome)"
                     " VALUES ('r', 'team-a', :id, 'primary', 1, 1, 2.5, 1, 'miss', 'success')"
                 ),
                 {"id": created["id"]},

@@ -194,17 +194,27 @@ def test_no_secret_reaches_logs_metrics_or_errors(
         )
         bodies.append(httpx.get(gateway.base_url + "/metrics", timeout=5).text)
         admin = {"Authorization": f"Bearer {CANARIES['ADMIN_API_KEY']}"}
-        created = httpx.post(gateway.base_url + "/api/v1/keys", headers=admin, timeout=5,
-                             json={"name": "canary", "tenant": "canary-team"}).json()
+        created = httpx.post(
+            gateway.base_url + "/api/v1/keys",
+            headers=admin,
+            timeout=5,
+            json={"name": "canary", "tenant": "canary-team"},
+        ).json()
         tenant_key = created["key"]
-        token = httpx.post(gateway.base_url + "/api/v1/auth/token", timeout=5,
-                           headers={"Authorization": f"Bearer {tenant_key}"}
-                           ).json()["access_token"]
+        token = httpx.post(
+            gateway.base_url + "/api/v1/auth/token",
+            timeout=5,
+            headers={"Authorization": f"Bearer {tenant_key}"},
+        ).json()["access_token"]
         for credential in (tenant_key, token, tenant_key[:-1] + "x"):
-            bodies.append(httpx.post(gateway.base_url + "/api/v1/chat/completions", timeout=5,
-                                     headers={"Authorization": f"Bearer {credential}"},
-                                     json={"model": "demo", "messages": [
-                                         {"role": "user", "content": "hi"}]}).text)
+            bodies.append(
+                httpx.post(
+                    gateway.base_url + "/api/v1/chat/completions",
+                    timeout=5,
+                    headers={"Authorization": f"Bearer {credential}"},
+                    json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+                ).text
+            )
         bodies.append(httpx.get(gateway.base_url + "/metrics", timeout=5).text)
     finally:
         gateway.stop()
