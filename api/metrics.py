@@ -20,7 +20,7 @@ from core.services import ServicesDep
 router = APIRouter(tags=["metrics"])
 
 
-def require_metrics_token(request: Request) -> None:
+async def require_metrics_token(request: Request) -> None:
     """With METRICS_TOKEN set, scrapes must send `Authorization: Bearer <token>`."""
     token = request.app.state.settings.metrics_token
     if token is None:

@@ -124,7 +124,7 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
 
 def _limiter_report(limiter: RateLimiter) -> dict[str, Any]:
     backend = limiter.backend
-    degraded = limiter.shared is not None and backend == "local"
+    degraded = limiter.distributed and backend == "local"
     return {
         "status": "degraded" if degraded else "ok",
         "latency_ms": None,
@@ -164,7 +164,8 @@ def _providers_report(router: Router, demo: bool) -> dict[str, Any]:
     }
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The live services (async: FastAPI runs a plain `def` dependency in a thread)."""
     services: Services = request.app.state.services
     return services
 

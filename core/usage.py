@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -43,6 +43,14 @@ class UsageEvent:
     cache_status: str
     outcome: str
     created_at: datetime | None = None
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(UsageEvent))
+
+
+def _row(event: UsageEvent) -> dict[str, Any]:
+    """The insert parameters (`dataclasses.asdict` deep-copies; nothing here needs it)."""
+    return {name: getattr(event, name) for name in _EVENT_FIELDS}
 
 
 class UsageRecorder:
@@ -78,7 +86,7 @@ class UsageRecorder:
             batch, self.queue = self.queue[:BATCH], self.queue[BATCH:]
             try:
                 async with self.sessions() as session, session.begin():
-                    await session.execute(insert(UsageRecord), [asdict(e) for e in batch])
+                    await session.execute(insert(UsageRecord), [_row(e) for e in batch])
             except Exception as exc:  # database down: keep the batch, try again later
                 self.queue = batch + self.queue
                 if not self.failing:
