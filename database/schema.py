@@ -1,24 +1,33 @@
 """Migration state: the head revision on disk and the revision a database is at.
 
 `/ready` uses these to refuse traffic until migrations have run; tests and
-`make run` use `upgrade_head` to migrate.
+`make run` use `upgrade_head` to migrate. Workers only need the head, which is
+read from the revision files directly: importing Alembic would cost every
+worker ~11 MiB for one string (a test checks both agree).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 ROOT = Path(__file__).resolve().parent.parent
+VERSIONS = ROOT / "database" / "migrations" / "versions"
+_REVISION = re.compile(r'^revision(?:: str)? = ["\'](\w+)["\']', re.MULTILINE)
+_DOWN = re.compile(r"^down_revision(?:: [^=]+)? = (.+)$", re.MULTILINE)
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "database" / "migrations"))
     if url:
@@ -26,8 +35,19 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def head_revisions() -> frozenset[str]:
-    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+def head_revisions(versions: Path = VERSIONS) -> frozenset[str]:
+    """Revisions no other revision builds on, read from the migration files."""
+    revisions, parents = set(), set()
+    for path in versions.glob("*.py"):
+        source = path.read_text()
+        revision = _REVISION.search(source)
+        if revision is None:
+            continue
+        revisions.add(revision.group(1))
+        down = _DOWN.search(source)
+        if down is not None:
+            parents.update(re.findall(r"[\"'](\w+)[\"']", down.group(1)))
+    return frozenset(revisions - parents)
 
 
 async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
@@ -44,4 +64,6 @@ async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
 
 def upgrade_head(url: str) -> None:
     """Run `alembic upgrade head` against `url` (blocking; not inside an event loop)."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), "head")

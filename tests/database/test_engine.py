@@ -73,3 +73,12 @@ async def test_pgbouncer_mode_turns_prepared_statement_caches_off(postgres_url: 
                 assert (await conn.execute(text("SELECT 1"))).scalar() == 1
     finally:
         await engine.dispose()
+
+
+def test_head_from_the_files_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from database.schema import alembic_config
+
+    alembic_heads = frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+    assert head_revisions() == alembic_heads and len(alembic_heads) == 1
