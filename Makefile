@@ -72,3 +72,27 @@ lock:  ## re-pin requirements*.txt (with hashes) from requirements*.in
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# -- benchmark ----------------------------------------------------------------
+# bench: direct to the fake upstream, then Skygate (gunicorn, 2 workers, production setup).
+# bench-compare: the same run plus the LiteLLM proxy (its own virtualenv, same litellm version).
+# Results: docs/benchmark.md, docs/benchmark.png, docs/PERFORMANCE.md, bench/results/*.json.
+LITELLM_VENV    ?= /tmp/skygate-bench/litellm-venv
+LITELLM_VERSION := $(shell sed -n 's/^litellm==\([^ ]*\).*/\1/p' requirements.txt)
+.PHONY: bench bench-compare
+
+$(VENV)/.bench: bench/requirements.txt | $(VENV)/.dev
+	$(PIP) install -q -r bench/requirements.txt
+	@touch $@
+
+$(LITELLM_VENV)/.litellm-$(LITELLM_VERSION):
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]==$(LITELLM_VERSION)'
+	@touch $@
+
+bench: test-deps $(VENV)/.bench  ## benchmark Skygate against direct calls (docs/benchmark.md)
+	$(BIN)/python -m bench.run
+
+bench-compare: test-deps $(VENV)/.bench $(LITELLM_VENV)/.litellm-$(LITELLM_VERSION)  ## bench, plus the LiteLLM proxy
+	BENCH_LITELLM_VENV=$(LITELLM_VENV) $(BIN)/python -m bench.run --compare

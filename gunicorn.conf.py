@@ -4,7 +4,7 @@
 - bind 0.0.0.0:$PORT (Render sets PORT);
 - timeout 120 s, graceful timeout `GRACEFUL_TIMEOUT` (30 s) covering the
   readiness drain (`SHUTDOWN_DRAIN_SECONDS`) plus in-flight requests;
-- workers recycled after `MAX_REQUESTS` (10000) ± `MAX_REQUESTS_JITTER` requests;
+- workers recycled after `MAX_REQUESTS` (50000) + up to `MAX_REQUESTS_JITTER` requests;
 - Prometheus multiprocess mode: the directory is created and emptied when the
   master starts and each dead worker's live gauges are dropped;
 - logs through structlog, like the app's;

@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         origin_regex=settings.cors_origin_regex,
         on_reject=lambda origin: metrics.SECURITY_EVENTS.labels("cors_origin_rejected").inc(),
     )
-    app.add_middleware(RequestContextMiddleware, enable_metrics=settings.enable_metrics)
+    app.add_middleware(
+        RequestContextMiddleware, enable_metrics=settings.enable_metrics, lifecycle=lifecycle
+    )
 
     app.include_router(root.router)
     app.include_router(probes.router)

@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=2, ge=1, le=64)
     shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=120)
     graceful_timeout: int = Field(default=30, ge=1, le=600)
-    max_requests: int = Field(default=10000, ge=0)
-    max_requests_jitter: int = Field(default=1000, ge=0)
+    max_requests: int = Field(default=50000, ge=0)
+    max_requests_jitter: int = Field(default=5000, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     db_pool_recycle: int = Field(default=1800, ge=-1)
 
     redis_url: str | None = None
-    redis_max_connections: int = Field(default=20, ge=1)
+    redis_max_connections: int = Field(default=50, ge=1)
     redis_socket_timeout: float = Field(default=0.5, gt=0, le=30)
     redis_failure_threshold: int = Field(default=3, ge=1)
     redis_retry_seconds: float = Field(default=5.0, gt=0)

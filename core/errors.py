@@ -35,9 +35,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 log = structlog.get_logger("skygate.errors")
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for "the client closed the connection first"
 
 
 class GatewayError(Exception):
@@ -258,6 +260,10 @@ def install_exception_handlers(app: FastAPI) -> None:
             err = ValidationFailedError(message, param=param)
         return render_error(err, _request_id(request))
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client left before its body arrived: nobody to answer, nothing wrong here.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.error("unhandled_exception", exc_info=exc, path=request.url.path)
         request.scope.setdefault("state", {})["error_logged"] = True
@@ -266,4 +272,5 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unhandled)

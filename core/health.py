@@ -29,7 +29,8 @@ class Lifecycle:
     """Per-process serving state: when it started and whether it is draining."""
 
     started_at: float = field(default_factory=time.monotonic)
-    draining: bool = False
+    draining: bool = False  # SIGTERM received: not ready, still serving
+    closing: bool = False  # about to stop (drain or recycle): answer with Connection: close
 
     @property
     def uptime_seconds(self) -> float:

@@ -32,6 +32,7 @@ from core.errors import (
     PermissionDeniedError,
     error_body,
 )
+from core.health import Lifecycle
 
 access_log = structlog.get_logger("skygate.access")
 log = structlog.get_logger("skygate.http")
@@ -76,9 +77,12 @@ async def send_error(
 class RequestContextMiddleware:
     """Request id, bound log context, access line and HTTP metrics."""
 
-    def __init__(self, app: ASGIApp, *, enable_metrics: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, enable_metrics: bool = True, lifecycle: Lifecycle | None = None
+    ) -> None:
         self.app = app
         self.enable_metrics = enable_metrics
+        self.lifecycle = lifecycle or Lifecycle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,6 +101,7 @@ class RequestContextMiddleware:
         method = scope["method"]
         status = 500
         response_started = False
+        lifecycle = self.lifecycle
         if self.enable_metrics:
             metrics.HTTP_IN_PROGRESS.labels(method).inc()
 
@@ -107,6 +112,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = message.setdefault("headers", [])
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                if lifecycle.draining or lifecycle.closing:
+                    # This worker is stopping: the client's next request must open a
+                    # new connection (to a worker that stays) instead of racing our close.
+                    headers.append((b"connection", b"close"))
             await send(message)
 
         try:

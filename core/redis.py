@@ -25,6 +25,7 @@ from typing import Literal, TypeVar
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from core import metrics
@@ -33,6 +34,7 @@ from core.breaker import CircuitBreaker
 log = structlog.get_logger("skygate.redis")
 
 T = TypeVar("T")
+POOL_EXHAUSTED = "No connection available"  # redis-py's BlockingConnectionPool timeout
 RedisState = Literal["absent", "ok", "degraded"]
 
 
@@ -113,6 +115,14 @@ class ResilientRedis:
         try:
             async with asyncio.timeout(self.timeout * 2):
                 result = await operation(client)
+        except RedisConnectionError as exc:
+            self.breaker.release()
+            if str(exc).startswith(POOL_EXHAUSTED):
+                # Every pooled connection is busy (this worker is loaded), Redis is not
+                # at fault: skip Redis for this call without opening the circuit.
+                return fallback
+            self.breaker.record_failure(exc)
+            return fallback
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.record_failure(exc)
             return fallback

@@ -23,7 +23,7 @@ from uvicorn_worker import UvicornWorker
 
 from core.config import Settings
 
-ACCEPT_GRACE_SECONDS = 0.5
+ACCEPT_GRACE_SECONDS = 1.0
 
 
 class DrainingServer(Server):
@@ -47,21 +47,25 @@ class DrainingServer(Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Stop accepting, give just-accepted connections time to send their
-        request, then let uvicorn finish in-flight requests and close.
+        """Stop accepting, keep serving the connections we have for a moment —
+        each answer now says `Connection: close`, so clients reconnect to a worker
+        that stays — then let uvicorn finish in-flight requests and close.
 
-        Uvicorn alone closes every connection that has no request in progress
-        at once — including one accepted a moment ago whose request bytes are
-        still in flight — so a client of a recycling worker (`max_requests`)
-        would see "server disconnected" on a request that was never lost by
-        the network.
+        Uvicorn alone closes every idle keep-alive connection at once, so a client
+        whose next request is already on the wire (or a connection accepted a
+        moment ago) would see "server disconnected" when a worker is recycled
+        (`max_requests`) or stopped.
         """
+        lifecycle = getattr(getattr(self.config.app, "state", None), "lifecycle", None)
+        if lifecycle is not None:
+            lifecycle.closing = True
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        if self.server_state.connections:
-            await asyncio.sleep(ACCEPT_GRACE_SECONDS)
+        deadline = time.monotonic() + ACCEPT_GRACE_SECONDS
+        while self.server_state.connections and time.monotonic() < deadline:  # noqa: ASYNC110 - uvicorn exposes no event for "connections closed"
+            await asyncio.sleep(0.05)
         await super().shutdown(sockets)
 
     async def on_tick(self, counter: int) -> bool:

@@ -18,6 +18,7 @@ from database.keys import key_by_id, list_keys, update_key
 from database.models import ApiKey
 
 router = APIRouter(tags=["keys"])
+MAX_INT32 = 2**31 - 1  # the columns are INTEGER
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._:@/-]{0,127}$"
 
 
@@ -25,10 +26,10 @@ class KeyLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     allowed_models: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = None
-    rpm_limit: int | None = Field(default=None, ge=1)
-    rph_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
-    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    rpm_limit: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    rph_limit: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    tpm_limit: int | None = Field(default=None, ge=1, le=MAX_INT32)
+    monthly_budget_usd: float | None = Field(default=None, ge=0, le=1e9)
     expires_at: datetime | None = None
 
     @field_validator("expires_at")

@@ -281,3 +281,13 @@ async def test_tenants_do_not_see_each_others_usage_or_cache(
         assert usage_b["totals"]["requests"] == 1
         usage_admin = (await client.get("/api/v1/usage", headers=bearer(ADMIN))).json()
         assert {row["tenant"] for row in usage_admin["data"]} == {"tenant-a", "tenant-b"}
+
+
+async def test_limits_beyond_the_column_range_are_a_422(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        response = await client.post(
+            "/api/v1/keys",
+            headers=bearer(ADMIN),
+            json={"name": "big", "tenant": "t", "tpm_limit": 2**31},
+        )
+        assert response.status_code == 422

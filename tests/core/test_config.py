@@ -39,7 +39,7 @@ def test_development_defaults_need_no_environment() -> None:
     assert settings.redis_url is None
     assert (settings.db_pool_size, settings.db_max_overflow) == (10, 20)
     assert (settings.db_pool_timeout, settings.db_pool_recycle) == (30, 1800)
-    assert settings.redis_max_connections == 20
+    assert settings.redis_max_connections == 50
     assert settings.web_concurrency == 2
 
 

@@ -98,3 +98,36 @@ async def test_wrong_json_types_name_the_field(app_factory: AppFactory) -> None:
         assert err["param"] == "text"
         assert "text" in err["message"]
         err = assert_error_shape(await client.post("/test/echo", json=["text"]), 422)
+
+
+async def test_client_leaving_before_its_body_arrives_is_not_a_server_error(
+    app_factory: AppFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with app_factory(customize=add_test_routes) as (app, _):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        path = "/api/v1/chat/completions"
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("t", 80),
+            "scheme": "http",
+            "http_version": "1.1",
+            "root_path": "",
+            "asgi": {"version": "3.0"},
+            "state": {"services": app.state.services},
+        }
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert "unhandled_exception" not in capfd.readouterr().err

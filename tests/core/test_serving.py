@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -83,6 +84,22 @@ def test_metrics_are_summed_across_workers_and_survive_recycling(
         assert seen == sorted(seen), f"a counter went down: {seen}"
         assert seen[-1] == baseline + sent
         assert not first_workers & set(gateway.worker_pids()), "workers were not recycled"
+
+        # Keep-alive clients, several at once, while workers keep recycling: a
+        # stopping worker answers with Connection: close and drops nothing.
+        def client_session(_: int) -> list[tuple[int, str]]:
+            with httpx.Client(base_url=gateway.base_url, timeout=10) as client:
+                answers = []
+                for _ in range(60):  # paced, so the run spans several recycles
+                    answers.append(client.get("/live"))
+                    time.sleep(0.025)
+                return [(r.status_code, r.headers.get("connection", "")) for r in answers]
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = [a for batch in pool.map(client_session, range(4)) for a in batch]
+        assert [status for status, _ in answers] == [200] * 240
+        # the recycling workers told their keep-alive clients to reconnect elsewhere
+        assert any(connection == "close" for _, connection in answers)
         text = httpx.get(f"{gateway.base_url}/metrics", timeout=5).text
         roles = re.findall(r'process_resident_memory_bytes\{pid="\d+",role="(\w+)"\}', text)
         assert sorted(roles) == ["master", "worker", "worker"]
