@@ -252,7 +252,7 @@ async def test_lua_script_and_local_windows_agree(redis_url: str) -> None:
         for i in range(15):
             remote = await limiter.admit("agree", per_minute=10, per_hour=12)
             local = sliding_window(
-                counts, time.time(), [("a:minute", 10, MINUTE), ("a:hour", 12, HOUR)]
+                counts, time.time(), [("a:minute", 10, MINUTE, 1), ("a:hour", 12, HOUR, 1)]
             )
             assert remote.allowed == local[0], i
             assert remote.remaining == local[2], i
@@ -268,10 +268,13 @@ def test_sliding_window_weights_the_previous_window() -> None:
     from core.rate_limit import sliding_window
 
     counts = {"k:0": 10}  # ten hits in the window [0, 60)
-    limits = [("k", 10, 60)]
+    limits = [("k", 10, 60, 1)]
     # at t=60 the whole previous window still overlaps: refused, wait ~ 6 s
     allowed, _, _, _, wait = sliding_window(counts, 60.0, limits)
     assert not allowed and 5.9 <= wait <= 6.1
     # at t=66 one tenth of it has slid out: exactly one more is allowed
     assert sliding_window(counts, 66.01, limits)[0] is True
     assert sliding_window(counts, 66.02, limits)[0] is False
+    # a cost of 3 needs three hits' worth of room
+    assert sliding_window({"t:0": 5}, 30.0, [("t", 10, 60, 3)])[0] is True
+    assert sliding_window({"t:0": 8}, 30.0, [("t", 10, 60, 3)])[0] is False
