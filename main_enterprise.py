@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api import metrics as metrics_api
 from api import probes, root
-from api.v1 import router as v1_router
+from api.v1 import ROUTERS as V1_ROUTERS
 from core import metrics
 from core.config import Settings, load_settings
 from core.errors import install_exception_handlers
@@ -79,11 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, enable_metrics=settings.enable_metrics, lifecycle=lifecycle
     )
 
+    for router in V1_ROUTERS:
+        app.include_router(router)
     app.include_router(root.router)
     app.include_router(probes.router)
     if settings.enable_metrics:
         app.include_router(metrics_api.router)
-    app.include_router(v1_router)
     return app
 
 

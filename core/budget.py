@@ -3,7 +3,9 @@
 Spend is read from the usage records (written by every worker and instance)
 at most every `refresh_seconds` per key, in the background once a value is
 known, plus what this worker has added since — so a budget holds across the
-fleet within a few seconds without a database round trip per request.
+fleet within a few seconds without a database round trip per request. After
+the first read only rows newer than the last one seen are summed, so a refresh
+costs the same on the first day of the month and on the last.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from database.keys import spend_since
 
 log = structlog.get_logger("skygate.budget")
+FULL_READ_SECONDS = 60.0
 
 
 def month_start(now: datetime | None = None) -> datetime:
@@ -32,6 +35,8 @@ class _Spend:
     local: float
     read_at: float
     month: datetime
+    last_id: int = 0
+    full_at: float = 0.0
 
 
 class SpendTracker:
@@ -45,15 +50,28 @@ class SpendTracker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _read(self, key_id: str, month: datetime) -> None:
+        known = self._spend.get(key_id)
+        if known is not None and (
+            known.month != month or time.monotonic() - known.full_at > FULL_READ_SECONDS
+        ):
+            known = None  # a full sum now and then catches rows committed out of id order
         try:
             async with self.sessions() as session:
-                stored = await spend_since(session, key_id=key_id, since=month)
+                added, last_id = await spend_since(
+                    session,
+                    key_id=key_id,
+                    since=month,
+                    after_id=known.last_id if known else 0,
+                )
         except Exception as exc:  # keep the last value; budgets tolerate a stale read
             log.warning("spend_read_failed", error=type(exc).__name__)
             return
         finally:
             self._refreshing.discard(key_id)
-        self._spend[key_id] = _Spend(stored, 0.0, time.monotonic(), month)
+        now = time.monotonic()
+        stored = (known.stored if known else 0.0) + added
+        full_at = known.full_at if known else now
+        self._spend[key_id] = _Spend(stored, 0.0, now, month, last_id, full_at)
 
     async def spent(self, key_id: str) -> float:
         month = month_start()
@@ -80,3 +98,8 @@ class SpendTracker:
 
     def forget(self, key_id: str) -> None:
         self._spend.pop(key_id, None)
+
+    async def close(self) -> None:
+        """Let background reads finish (a cancelled read would strand a connection)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

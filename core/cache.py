@@ -1,7 +1,11 @@
 """The response cache: key, get, set. The only module that knows its Redis keys.
 
 Exact match, shared by every worker and instance through Redis, with an
-in-process LRU used whenever Redis is absent or its circuit is open. The key is
+in-process LRU used whenever Redis is absent or its circuit is open. With Redis
+up, the LRU also keeps what this worker recently read or wrote for
+`NEAR_TTL_SECONDS`, so a popular answer costs no Redis round trip (entries
+never change under a key, so the copy can only be up to that much older than
+Redis's expiry). The key is
 a SHA-256 over a versioned canonical form (sorted-key JSON) of the tenant, the
 endpoint, the model group after alias resolution, and every request parameter
 except those that cannot change the output (`stream`, `stream_options`,
@@ -28,6 +32,7 @@ KEY_PREFIX = f"skygate:cache:v{KEY_VERSION}:"
 NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "model"})
 MAX_ENTRY_BYTES = 1024 * 1024
 MAX_TTL_SECONDS = 7 * 24 * 3600
+NEAR_TTL_SECONDS = 10
 CacheStatus = Literal["hit", "miss", "bypass"]
 
 _REDIS_FAILED = object()
@@ -131,14 +136,16 @@ class ResponseCache:
         return round(self.hits / total, 4) if total else 0.0
 
     async def get(self, key: str) -> bytes | None:
-        value: Any = _REDIS_FAILED
+        value: Any = self.local.get(key)
         backend = "memory"
-        if self.redis.configured:
+        if value is None and self.redis.configured:
             value = await self.redis.run(lambda r: r.get(key), _REDIS_FAILED)
             backend = "redis"
-        if value is _REDIS_FAILED:
-            value = self.local.get(key)
-            backend = "memory"
+            if value is _REDIS_FAILED:
+                value = None
+                backend = "memory"
+            elif isinstance(value, bytes):
+                self.local.set(key, value, min(NEAR_TTL_SECONDS, self.ttl))
         self._count(value is not None, backend)
         return value if isinstance(value, bytes) else None
 
@@ -149,6 +156,7 @@ class ResponseCache:
         if self.redis.configured:
             ok = await self.redis.run(lambda r: r.set(key, value, ex=seconds), _REDIS_FAILED)
             if ok is not _REDIS_FAILED:
+                self.local.set(key, value, min(NEAR_TTL_SECONDS, seconds))
                 return
         self.local.set(key, value, seconds)
 

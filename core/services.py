@@ -49,6 +49,7 @@ class Services:
 
     async def close(self) -> None:
         await self.completions.close()
+        await self.spend.close()
         await self.usage.close()
         await self.router.close()
         await self.redis.close()

@@ -61,6 +61,7 @@ class UsageRecorder:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.failing = False
+        self.stopping = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="usage-writer")
@@ -75,7 +76,7 @@ class UsageRecorder:
             self.wakeup.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), self.flush_seconds)
             self.wakeup.clear()
@@ -101,10 +102,12 @@ class UsageRecorder:
             metrics.USAGE_WRITTEN.inc(len(batch))
 
     async def close(self) -> None:
+        """Write what is queued and stop. The writer is asked to stop, not cancelled:
+        cancelling it mid-insert would strand a database connection."""
+        self.stopping = True
+        self.wakeup.set()
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await self.task
         await self.flush()
 
 

@@ -31,10 +31,20 @@ async def update_key(session: AsyncSession, *, key_id: str, values: dict[str, An
     await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values))
 
 
-async def spend_since(session: AsyncSession, *, key_id: str, since: datetime) -> float:
+async def spend_since(
+    session: AsyncSession, *, key_id: str, since: datetime, after_id: int = 0
+) -> tuple[float, int]:
+    """Spend of a key recorded since `since` in rows with id > `after_id`, and the
+    highest id seen — so a caller can keep a running total reading only new rows."""
     result = await session.execute(
-        select(func.coalesce(func.sum(UsageRecord.cost_usd), 0)).where(
-            UsageRecord.api_key_id == key_id, UsageRecord.created_at >= since
+        select(
+            func.coalesce(func.sum(UsageRecord.cost_usd), 0),
+            func.coalesce(func.max(UsageRecord.id), after_id),
+        ).where(
+            UsageRecord.api_key_id == key_id,
+            UsageRecord.created_at >= since,
+            UsageRecord.id > after_id,
         )
     )
-    return float(result.scalar_one())
+    total, last_id = result.one()
+    return float(total), int(last_id)

@@ -3,7 +3,8 @@ models, usage, API keys (admin) and token exchange.
 
 Routes spell out their full path (no router prefix) so that the route template
 — the `route` label of every metric and access line — is the full path on
-every FastAPI version.
+every FastAPI version. The routers are included into the app directly, not
+nested: every level of nesting is another matching pass per request.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from fastapi import APIRouter
 
 from api.v1 import auth, chat, keys, models, usage
 
-router = APIRouter()
-router.include_router(chat.router)
-router.include_router(models.router)
-router.include_router(usage.router)
-router.include_router(keys.router)
-router.include_router(auth.router)
+# The LLM routes first: FastAPI matches routers in order, and they carry the traffic.
+ROUTERS: tuple[APIRouter, ...] = (
+    chat.router,
+    models.router,
+    usage.router,
+    keys.router,
+    auth.router,
+)

@@ -343,8 +343,24 @@ async def test_wrong_api_key_is_authentication_error(app_factory: AppFactory) ->
             assert answer.choices[0].message.content
 
 
-# 403 (openai.PermissionDeniedError) is not tested here: it had no source when this file was
-# written (tenant keys with per-key model permissions were still being built); add it with them.
+async def test_model_outside_the_keys_allow_list_is_permission_denied(
+    llm_app: LLMApp, upstream: FakeUpstream
+) -> None:
+    admin = "admin-key-for-sdk-tests-0123456789abcdef"
+    async with llm_app(admin_api_key=admin) as (app, http):
+        created = await http.post(
+            "/api/v1/keys",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"name": "sdk", "tenant": "t", "allowed_models": ["backup"]},
+        )
+        async with sdk(app, api_key=created.json()["key"]) as client:
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                await client.chat.completions.create(model="primary", messages=user("no"))
+            error = assert_openai_error_shape(info.value, 403)
+            assert error["code"] == "model_not_allowed"
+            answer = await client.chat.completions.create(model="backup", messages=user("yes"))
+            assert answer.choices[0].message.content
+    assert upstream.calls("primary-1") == 0
 
 
 async def test_unknown_model_is_not_found(llm_app: LLMApp, upstream: FakeUpstream) -> None:
