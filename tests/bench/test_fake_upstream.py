@@ -18,14 +18,7 @@ from bench.fake_upstream import FakeUpstream, run_in_thread
 USER = {"role": "user", "content": "hello there world"}
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    server = FakeUpstream()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+# `upstream` (a started FakeUpstream) comes from tests/support/llm.py.
 
 
 @pytest.fixture
