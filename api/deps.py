@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import structlog
 from fastapi import Depends, Request
 
 from core import metrics
 from core.auth import Principal
-from core.errors import PermissionDeniedError, RateLimitError
-from core.rate_limit import Decision
-
-log = structlog.get_logger("skygate.limits")
+from core.errors import PermissionDeniedError
+from core.rate_limit import rate_limit_error
 
 
 def presented_credential(request: Request) -> str | None:
@@ -35,40 +32,6 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def limit_headers(decision: Decision) -> dict[str, str]:
-    return {
-        "X-RateLimit-Limit": str(decision.limit),
-        "X-RateLimit-Remaining": str(max(decision.remaining, 0)),
-        "X-RateLimit-Reset": str(int(decision.reset_at)),
-    }
-
-
-def rate_limited(decision: Decision, principal: Principal, what: str) -> RateLimitError:
-    metrics.SECURITY_EVENTS.labels("rate_limited").inc()
-    log.info(
-        "rate_limited",
-        limit_key=principal.limit_key,
-        window=decision.exceeded,
-        limit=decision.limit,
-    )
-    headers = {"Retry-After": str(decision.retry_after)}
-    if decision.exceeded == "tokens":
-        headers.update(
-            {
-                "x-ratelimit-limit-tokens": str(decision.limit),
-                "x-ratelimit-remaining-tokens": "0",
-            }
-        )
-    else:
-        headers.update(limit_headers(decision))
-    return RateLimitError(
-        f"Rate limit reached for {what}: {decision.limit} per {decision.exceeded or 'minute'}."
-        f" Retry after {decision.retry_after} s.",
-        code="rate_limit_exceeded",
-        headers=headers,
-    )
-
-
 async def admit(request: Request) -> Principal:
     services = request.app.state.services
     settings = services.settings
@@ -81,8 +44,8 @@ async def admit(request: Request) -> Principal:
         per_hour=principal.rph or settings.rate_limit_per_hour,
     )
     if not decision.allowed:
-        raise rate_limited(decision, principal, "requests")
-    request.state.limit_headers = limit_headers(decision)
+        raise rate_limit_error(decision, limit_key=principal.limit_key)
+    request.state.limit_headers = decision.request_headers()
     request.state.request_decision = decision
     return principal
 

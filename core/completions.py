@@ -20,41 +20,25 @@ import orjson
 import structlog
 
 from core import metrics
-from core.budget import SpendTracker
+from core.admission import Admission, Caller, TokenGrant
 from core.cache import CacheDirectives, ResponseCache, cache_key
 from core.errors import (
     BadRequestError,
     GatewayError,
     GatewayTimeoutError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
     ServiceUnavailableError,
     UpstreamError,
 )
 from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
 from core.llm.types import Chunk, Deployment, ProviderError, Usage
-from core.rate_limit import RateLimiter
 from core.schemas import validate_chat, validate_embeddings
 from core.streams import DONE, HEARTBEAT, StreamAssembler, cacheable, replay, sse, sse_error
 from core.usage import UsageEvent, UsageRecorder
 
 log = structlog.get_logger("skygate.completions")
 DEFAULT_TOKEN_ESTIMATE = 1024  # completion tokens assumed at admission without max_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking: the tenant owns the cache entries and the usage; the rest
-    are the permissions and limits of the key (None: unrestricted)."""
-
-    tenant: str
-    request_id: str
-    api_key_id: str | None = None
-    limit_key: str | None = None
-    allowed_models: frozenset[str] | None = None
-    tokens_per_minute: int | None = None
-    monthly_budget_usd: float | None = None
 
 
 @dataclass(slots=True)
@@ -79,8 +63,7 @@ class _Request:
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0
     cache_status: str = "bypass"
-    token_estimate: int = 0
-    limit_headers: dict[str, str] = field(default_factory=dict)
+    grant: TokenGrant | None = None
 
 
 def to_gateway_error(error: ProviderError | NoDeploymentAvailable) -> GatewayError:
@@ -118,17 +101,13 @@ class CompletionService:
         cache: ResponseCache,
         usage: UsageRecorder,
         heartbeat_seconds: float,
-        limiter: RateLimiter,
-        spend: SpendTracker,
-        default_tokens_per_minute: int | None = None,
+        admission: Admission,
         demo: bool = False,
     ) -> None:
         self.router = router
         self.cache = cache
         self.usage = usage
-        self.limiter = limiter
-        self.spend = spend
-        self.default_tokens_per_minute = default_tokens_per_minute
+        self.admission = admission
         self.heartbeat_seconds = heartbeat_seconds
         self.demo = demo
         self._background: set[asyncio.Task[None]] = set()
@@ -139,7 +118,7 @@ class CompletionService:
     ) -> Answer | StreamAnswer:
         request = validate_chat(body)
         req = _Request(caller, self._resolve(request.model), "chat", body, directives)
-        await self._authorize(req)
+        await self.admission.authorize(req.caller, req.group)
         include_usage = bool(request.stream and (request.stream_options or {}).get("include_usage"))
         key = self._key(req)
         cached = await self._lookup(req, key)
@@ -154,7 +133,9 @@ class CompletionService:
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_TOKEN_ESTIMATE
         prompt = len(orjson.dumps(body.get("messages"))) // 4
-        await self._admit_tokens(req, prompt + max_tokens * (request.n or 1))
+        req.grant = await self.admission.admit_tokens(
+            req.caller, prompt + max_tokens * (request.n or 1)
+        )
         if request.stream:
             return await self._stream(req, upstream_body, key, include_usage)
         completion, deployment = await self._call(
@@ -170,7 +151,7 @@ class CompletionService:
     ) -> Answer:
         request = validate_embeddings(body)
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
-        await self._authorize(req)
+        await self.admission.authorize(req.caller, req.group)
         key = self._key(req)
         cached = await self._lookup(req, key)
         if cached is not None:
@@ -178,7 +159,9 @@ class CompletionService:
                 req, None, Usage.from_openai(orjson.loads(cached).get("usage")), "success"
             )
             return Answer(cached, self._headers(req, None))
-        await self._admit_tokens(req, len(orjson.dumps(request.input)) // 4 + 1)
+        req.grant = await self.admission.admit_tokens(
+            req.caller, len(orjson.dumps(request.input)) // 4 + 1
+        )
         result, deployment = await self._call(req, self.router.embed(req.group, dict(body)))
         if key is not None and req.directives.store:
             self._in_background(self.cache.set(key, result.body, req.directives.ttl))
@@ -195,65 +178,6 @@ class CompletionService:
                 code="model_not_found",
             )
         return group
-
-    async def _authorize(self, req: _Request) -> None:
-        """The key may use this model and still has budget this month."""
-        caller = req.caller
-        if caller.allowed_models is not None and req.group not in caller.allowed_models:
-            metrics.SECURITY_EVENTS.labels("model_forbidden").inc()
-            log.info("model_forbidden", key_id=caller.api_key_id, model=req.group)
-            raise PermissionDeniedError(
-                f"This API key is not allowed to use the model '{req.group}'.",
-                param="model",
-                code="model_not_allowed",
-            )
-        if caller.monthly_budget_usd is not None and caller.api_key_id is not None:
-            spent = await self.spend.spent(caller.api_key_id)
-            if spent >= caller.monthly_budget_usd:
-                metrics.SECURITY_EVENTS.labels("over_budget").inc()
-                log.info(
-                    "over_budget",
-                    key_id=caller.api_key_id,
-                    spent=round(spent, 6),
-                    budget=caller.monthly_budget_usd,
-                )
-                raise RateLimitError(
-                    f"This API key has used its monthly budget of "
-                    f"${caller.monthly_budget_usd:.2f} (spent ${spent:.2f}); it resets on "
-                    "the first day of next month (UTC) or when the budget is raised.",
-                    code="budget_exceeded",
-                )
-
-    def _tpm(self, req: _Request) -> int | None:
-        return req.caller.tokens_per_minute or self.default_tokens_per_minute
-
-    async def _admit_tokens(self, req: _Request, estimate: int) -> None:
-        tpm = self._tpm(req)
-        if tpm is None or req.caller.limit_key is None:
-            return
-        decision = await self.limiter.admit_tokens(
-            req.caller.limit_key, per_minute=tpm, estimate=estimate
-        )
-        req.limit_headers = {
-            "x-ratelimit-limit-tokens": str(decision.limit),
-            "x-ratelimit-remaining-tokens": str(max(decision.remaining, 0)),
-            "x-ratelimit-reset-tokens": f"{max(decision.reset_at - time.time(), 0):.0f}s",
-        }
-        if not decision.allowed:
-            metrics.SECURITY_EVENTS.labels("rate_limited").inc()
-            log.info(
-                "rate_limited",
-                limit_key=req.caller.limit_key,
-                window="tokens",
-                limit=decision.limit,
-            )
-            raise RateLimitError(
-                f"Rate limit reached for tokens: {decision.limit} per minute. "
-                f"Retry after {decision.retry_after} s.",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(decision.retry_after), **req.limit_headers},
-            )
-        req.token_estimate = estimate
 
     def _key(self, req: _Request) -> str | None:
         if not self.cache.enabled:
@@ -405,7 +329,8 @@ class CompletionService:
             headers["x-skygate-model"] = deployment.model
         if self.demo:
             headers["x-skygate-demo"] = "true"
-        headers.update(req.limit_headers)
+        if req.grant is not None:
+            headers.update(req.grant.headers)
         return headers
 
     def _account(
@@ -423,20 +348,11 @@ class CompletionService:
                 usage.completion_tokens
             )
             metrics.LLM_COST.labels(provider, req.group).inc(cost)
-        if req.caller.api_key_id is not None and cost:
-            self.spend.add(req.caller.api_key_id, cost)
-        if req.token_estimate and req.caller.limit_key is not None:
-            tpm = self._tpm(req)
-            assert tpm is not None
+        if cost or req.grant is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens
             self._in_background(
-                self.limiter.settle_tokens(
-                    req.caller.limit_key,
-                    per_minute=tpm,
-                    estimate=req.token_estimate,
-                    actual=usage.prompt_tokens + usage.completion_tokens,
-                )
+                self.admission.settle(req.caller, req.grant, tokens=tokens, cost=cost)
             )
-            req.token_estimate = 0
         metrics.LLM_REQUESTS.labels(provider, req.group, outcome).inc()
         metrics.LLM_DURATION.labels(provider, req.group).observe(elapsed)
         metrics.GATEWAY_OVERHEAD.labels(req.endpoint).observe(

@@ -28,7 +28,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
+from core import metrics
+from core.errors import RateLimitError
 from core.redis import ResilientRedis
+
+log = structlog.get_logger("skygate.limits")
 
 _FAILED = object()
 KEY_PREFIX = "skygate:limits"
@@ -97,6 +103,37 @@ class Decision:
     def retry_after(self) -> int:
         wait = self.wait or (self.reset_at - time.time())
         return max(1, math.ceil(wait))
+
+    def request_headers(self) -> dict[str, str]:
+        """`X-RateLimit-*` for a request-rate decision."""
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(self.remaining, 0)),
+            "X-RateLimit-Reset": str(int(self.reset_at)),
+        }
+
+    def token_headers(self) -> dict[str, str]:
+        """OpenAI's `x-ratelimit-*-tokens` for a token decision."""
+        return {
+            "x-ratelimit-limit-tokens": str(self.limit),
+            "x-ratelimit-remaining-tokens": str(max(self.remaining, 0)),
+            "x-ratelimit-reset-tokens": f"{max(self.reset_at - time.time(), 0):.0f}s",
+        }
+
+
+def rate_limit_error(decision: Decision, *, limit_key: str) -> RateLimitError:
+    """The 429 for a refused decision: counted, logged once (never the credential)."""
+    metrics.SECURITY_EVENTS.labels("rate_limited").inc()
+    log.info("rate_limited", limit_key=limit_key, window=decision.exceeded, limit=decision.limit)
+    tokens = decision.exceeded == "tokens"
+    what, per = ("tokens", "minute") if tokens else ("requests", decision.exceeded or "minute")
+    headers = decision.token_headers() if tokens else decision.request_headers()
+    return RateLimitError(
+        f"Rate limit reached for {what}: {decision.limit} per {per}. "
+        f"Retry after {decision.retry_after} s.",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(decision.retry_after), **headers},
+    )
 
 
 def sliding_window(

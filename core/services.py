@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core import metrics
+from core.admission import Admission
 from core.auth import Authenticator
 from core.budget import SpendTracker
 from core.cache import ResponseCache
@@ -96,9 +97,11 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
         cache=cache,
         usage=usage,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
-        limiter=limiter,
-        spend=spend,
-        default_tokens_per_minute=settings.rate_limit_tokens_per_minute,
+        admission=Admission(
+            limiter=limiter,
+            spend=spend,
+            default_tokens_per_minute=settings.rate_limit_tokens_per_minute,
+        ),
         demo=demo,
     )
     health = HealthMonitor(engine=engine, redis=redis, lifecycle=lifecycle, heads=head_revisions())

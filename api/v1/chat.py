@@ -16,9 +16,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from api.deps import PrincipalDep
+from core.admission import Caller
 from core.auth import Principal
 from core.cache import CacheDirectives
-from core.completions import Answer, Caller, StreamAnswer
+from core.completions import Answer, StreamAnswer
 from core.rate_limit import Decision
 from core.schemas import parse_json_object
 from core.services import ServicesDep
