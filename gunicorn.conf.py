@@ -5,6 +5,8 @@
 - timeout 120 s, graceful timeout `GRACEFUL_TIMEOUT` (30 s) covering the
   readiness drain (`SHUTDOWN_DRAIN_SECONDS`) plus in-flight requests;
 - workers recycled after `MAX_REQUESTS` (50000) + up to `MAX_REQUESTS_JITTER` requests;
+- connections spread evenly over the workers (core/balance.py), through a
+  board in shared memory each worker gets a slot on before it forks;
 - Prometheus multiprocess mode: the directory is created and emptied when the
   master starts and each dead worker's live gauges are dropped;
 - logs through structlog, like the app's;
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 # Validate first: a bad environment must stop the master, not each worker.
+from core import balance
 from core.config import load_settings
 from core.logging import configure_logging, logging_dict
 
@@ -71,8 +74,24 @@ def on_starting(server: Any) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
 
 
+# Workers spread connections evenly between them through a board in shared
+# memory (core/balance.py); each worker gets a slot before it forks.
+_board = balance.install_board(workers)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    if _board is not None:
+        taken = {w.balance[1] for w in server.WORKERS.values() if hasattr(w, "balance")}
+        worker.balance = (_board, _board.claim(taken))
+
+
 def child_exit(server: Any, worker: Any) -> None:
-    """A worker died or was recycled: drop its live gauges, keep its counters."""
+    """A worker died or was recycled: free its board slot, drop its live gauges,
+    keep its counters."""
+    board_slot = getattr(worker, "balance", None)
+    if board_slot is not None:
+        board, slot = board_slot
+        board.release(slot)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

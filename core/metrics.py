@@ -66,6 +66,12 @@ HTTP_IN_PROGRESS = Gauge(
     ["method"],
     multiprocess_mode="livesum",
 )
+WORKER_CONNECTIONS = Gauge(
+    "skygate_worker_connections",
+    "Client connections this worker holds open (one series per worker pid; "
+    "core/balance.py keeps them even).",
+    multiprocess_mode="liveall",
+)
 
 # -- security ---------------------------------------------------------------
 SECURITY_EVENTS = Counter(

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sys
 import time
 from types import FrameType
 from typing import Any
 
-from uvicorn.config import Config
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from core.balance import BalancedListener, ConnectionBoard
 from core.config import Settings
 
 ACCEPT_GRACE_SECONDS = 1.0
@@ -29,10 +31,50 @@ ACCEPT_GRACE_SECONDS = 1.0
 class DrainingServer(Server):
     """A uvicorn Server that drains for a while before it stops on SIGTERM."""
 
-    def __init__(self, config: Config, *, drain_seconds: float) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        drain_seconds: float,
+        balance: tuple[ConnectionBoard, int] | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain_seconds = drain_seconds
         self.drain_until: float | None = None
+        self.balance = balance
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for gunicorn's sockets, with `core.balance` accepting
+        connections in place of the event loop's server."""
+        if self.balance is None or not sockets or self.config.ssl is not None:
+            await super().startup(sockets)
+            return
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        config, state = self.config, self.server_state
+        app_state = self.lifespan.state
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state=app_state
+            )
+
+        from core import metrics  # in the worker: metric values are per process
+
+        board, slot = self.balance
+        listeners: list[Any] = [  # the asyncio Server surface uvicorn uses: close, wait_closed
+            BalancedListener(
+                sock,
+                create_protocol,
+                board=board,
+                slot=slot,
+                on_change=metrics.WORKER_CONNECTIONS.set,
+            )
+            for sock in sockets
+        ]
+        self.servers = listeners
+        self.started = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and self.drain_until is not None:
@@ -88,12 +130,11 @@ class SkygateWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ship
     async def _serve(self) -> None:
         self.config.app = self.wsgi
         drain = Settings().shutdown_drain_seconds
-        server = DrainingServer(config=self.config, drain_seconds=drain)
+        balance = getattr(self, "balance", None)  # set by the master's pre_fork hook
+        server = DrainingServer(config=self.config, drain_seconds=drain, balance=balance)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:
-            import sys
-
             from gunicorn.arbiter import Arbiter
 
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -1,0 +1,132 @@
+"""Connections spread evenly over gunicorn's workers (core/balance.py): the
+shared-memory board on its own, then real gunicorn with two workers and a burst
+of keep-alive connections, as a load balancer's or an SDK's pool opens them."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.balance import ConnectionBoard
+from tests.support.gateway import GatewayProcess
+
+
+def test_board_defers_the_busier_worker_only() -> None:
+    board = ConnectionBoard(slots=4)
+    a = board.claim(set())
+    b = board.claim({a})
+    assert b != a
+    assert not board.over_share(a), "a slot whose worker has not started yet is skipped"
+    board.join(a, 101)
+    board.join(b, 102)
+    board.publish(a, 3)
+    board.publish(b, 2)
+    assert board.over_share(a)
+    assert not board.over_share(b)
+    board.publish(b, 3)
+    assert not board.over_share(a), "equal shares: both accept"
+    board.release(b)
+    board.publish(a, 9)
+    assert not board.over_share(a), "a freed slot is not a worker to defer to"
+
+
+def test_board_slots_are_claimed_once_and_reused_after_release() -> None:
+    board = ConnectionBoard(slots=2)
+    a = board.claim(set())
+    b = board.claim({a})
+    with pytest.raises(RuntimeError):
+        board.claim({a, b})
+    board.join(b, 102)
+    board.publish(b, 5)
+    board.release(b)
+    again = board.claim({a})
+    assert again == b
+    assert board.connections(again) == 0, "a reused slot starts empty"
+
+
+def _publish_in_child(board: ConnectionBoard, slot: int) -> None:
+    board.join(slot, multiprocessing.current_process().pid or 0)
+    board.publish(slot, 7)
+
+
+def test_board_is_shared_with_forked_workers() -> None:
+    board = ConnectionBoard(slots=2)
+    slot = board.claim(set())
+    child = multiprocessing.get_context("fork").Process(
+        target=_publish_in_child, args=(board, slot)
+    )
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    assert board.connections(slot) == 7
+
+
+def worker_connections(metrics_text: str) -> dict[str, float]:
+    found = re.findall(r'^skygate_worker_connections\{pid="(\d+)"\} (\S+)$', metrics_text, re.M)
+    return {pid: float(value) for pid, value in found}
+
+
+async def open_keepalive_burst(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """`count` connections opened at once, each answering one request and kept open."""
+    pairs = await asyncio.gather(
+        *(asyncio.open_connection("127.0.0.1", port) for _ in range(count))
+    )
+    for _, writer in pairs:
+        writer.write(b"GET /live HTTP/1.1\r\nHost: skygate\r\n\r\n")
+    for reader, _ in pairs:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+    return [writer for _, writer in pairs]
+
+
+@pytest.mark.slow
+def test_a_burst_of_keepalive_connections_is_spread_over_both_workers(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    gateway = GatewayProcess(
+        {
+            "DATABASE_URL": sqlite_url,
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        },
+        tmp_path / "gunicorn.log",
+    )
+    try:
+        gateway.start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # until both workers accept (series at 0)
+            scrape = httpx.get(f"{gateway.base_url}/metrics", timeout=5).text
+            if len(worker_connections(scrape)) == 2:
+                break
+            time.sleep(0.1)
+        workers = {str(pid) for pid in gateway.worker_pids()}
+        assert len(workers) == 2
+
+        async def burst_then_scrape() -> dict[str, float]:
+            for writer in await open_keepalive_burst(gateway.port, 16):  # first requests
+                writer.close()  # (a fresh worker's first request is slow: lazy imports)
+            await asyncio.sleep(0.5)
+            writers = await open_keepalive_burst(gateway.port, 16)
+            try:
+                async with httpx.AsyncClient() as client:  # a 17th connection
+                    text = (await client.get(f"{gateway.base_url}/metrics")).text
+                return worker_connections(text)
+            finally:
+                for writer in writers:
+                    writer.close()
+
+        held = asyncio.run(burst_then_scrape())
+        assert set(held) >= workers, held
+        counts = sorted(held[pid] for pid in workers)
+        assert sum(counts) == 17, held  # every connection is counted, the scrape's too
+        assert counts[0] >= 7, f"one worker holds {counts[1]:.0f} of 17 connections: {held}"
+    finally:
+        gateway.stop()
