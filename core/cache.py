@@ -139,7 +139,7 @@ class ResponseCache:
         value: Any = self.local.get(key)
         backend = "memory"
         if value is None and self.redis.configured:
-            value = await self.redis.run(lambda r: r.get(key), _REDIS_FAILED)
+            value = await self.redis.command("GET", key, fallback=_REDIS_FAILED)
             backend = "redis"
             if value is _REDIS_FAILED:
                 value = None
@@ -154,7 +154,7 @@ class ResponseCache:
             return
         seconds = ttl or self.ttl
         if self.redis.configured:
-            ok = await self.redis.run(lambda r: r.set(key, value, ex=seconds), _REDIS_FAILED)
+            ok = await self.redis.command("SET", key, value, "EX", seconds, fallback=_REDIS_FAILED)
             if ok is not _REDIS_FAILED:
                 self.local.set(key, value, min(NEAR_TTL_SECONDS, seconds))
                 return

@@ -219,7 +219,7 @@ class RateLimiter:
             script = self._check
             keys = [base for base, *_ in limits]
             args = [value for _, limit, window, cost in limits for value in (limit, window, cost)]
-            result = await self.redis.run(lambda _: script(keys=keys, args=args), _FAILED)
+            result = await self.redis.script(script, keys, args, _FAILED)
         if result is _FAILED:
             limits = [
                 (base, self._local_amount(limit), window, min(cost, self._local_amount(limit)))
@@ -260,9 +260,7 @@ class RateLimiter:
         base = f"{KEY_PREFIX}:tok:{key}"
         if self._adjust is not None:
             script = self._adjust
-            done = await self.redis.run(
-                lambda _: script(keys=[base], args=[delta, MINUTE]), _FAILED
-            )
+            done = await self.redis.script(script, [base], [delta, MINUTE], _FAILED)
             if done is not _FAILED:
                 return
         self.local.adjust(base, delta, MINUTE)

@@ -112,3 +112,46 @@ async def test_half_open_lets_one_probe_through(redis_url: str, redis_server: Re
         assert redis.state == "degraded"
     finally:
         await redis.close()
+
+
+async def test_concurrent_commands_share_one_round_trip_and_connection(redis_url: str) -> None:
+    redis = client(redis_url)
+    try:
+        results = await asyncio.gather(
+            *(redis.command("INCR", "batched", fallback=None) for _ in range(50))
+        )
+        assert sorted(results) == list(range(1, 51)), "each caller gets its own reply"
+        assert redis.pool_size == 1, "fifty concurrent commands, one pipelined connection"
+        assert await redis.command("GET", "batched", fallback=None) == b"50"
+        wrong_type = await redis.command("HGET", "batched", "field", fallback="fallback")
+        assert wrong_type == "fallback", "a command's error is that caller's fallback"
+        assert redis.state == "ok", "and not a Redis failure"
+    finally:
+        await redis.close()
+
+
+async def test_a_cancelled_first_caller_does_not_strand_the_others(redis_url: str) -> None:
+    redis = client(redis_url)
+    try:
+        first = asyncio.ensure_future(redis.command("GET", "k", fallback="fallback"))
+        others = [asyncio.ensure_future(redis.command("GET", "k", fallback="fb")) for _ in range(3)]
+        await asyncio.sleep(0)  # the first starts the batch and yields, the others join it
+        first.cancel()  # before it sends the batch
+        done = await asyncio.wait_for(asyncio.gather(*others), 2)
+        assert done == ["fb"] * 3
+        assert first.cancelled()
+        assert await redis.command("SET", "k", "v", fallback=None), "the client still works"
+    finally:
+        await redis.close()
+
+
+async def test_a_script_lost_by_redis_is_loaded_again(redis_url: str) -> None:
+    redis = client(redis_url)
+    try:
+        assert redis.client is not None
+        script = redis.client.register_script("return ARGV[1] .. KEYS[1]")
+        assert await redis.script(script, ["k"], ["v"], None) == b"vk"
+        await redis.run(lambda r: r.script_flush(), None)  # as after a Redis restart
+        assert await redis.script(script, ["k"], ["again"], None) == b"againk"
+    finally:
+        await redis.close()
