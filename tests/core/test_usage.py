@@ -1,0 +1,109 @@
+"""The usage writer against real databases: what it writes (COPY on PostgreSQL,
+INSERT on SQLite) and how often it writes under steady traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from core.usage import UsageEvent, UsageRecorder, usage_summary
+from database.engine import EngineOptions, create_engine, session_factory
+from database.models import UsageRecord
+
+
+def event(i: int, *, cost: float = 0.000123456, tenant: str = "acme") -> UsageEvent:
+    return UsageEvent(
+        request_id=f"req-{i}",
+        tenant=tenant,
+        api_key_id="key-1",
+        model_group="gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini-2024-07-18",
+        prompt_tokens=10 + i,
+        completion_tokens=20,
+        cost_usd=cost,
+        latency_ms=12.345,
+        cache_status="miss" if i % 2 else "hit",
+        outcome="success",
+    )
+
+
+class CountingRecorder(UsageRecorder):
+    """Counts the statements (batches) the writer sends."""
+
+    writes = 0
+
+    async def _write(self, batch: list[UsageEvent]) -> None:
+        self.writes += 1
+        await super()._write(batch)
+
+
+async def test_postgres_gets_every_field_by_copy(migrated_postgres_url: str) -> None:
+    await check_every_field_is_written(migrated_postgres_url, copy=True)
+
+
+async def test_sqlite_gets_every_field_by_insert(sqlite_url: str) -> None:
+    await check_every_field_is_written(sqlite_url, copy=False)
+
+
+async def check_every_field_is_written(url: str, *, copy: bool) -> None:
+    engine = create_engine(EngineOptions(url=url))
+    sessions = session_factory(engine)
+    recorder = UsageRecorder(sessions, flush_seconds=60)
+    try:
+        assert recorder.copy is copy
+        for i in range(3):
+            recorder.record(event(i))
+        recorder.record(event(3, cost=0.0, tenant="other"))
+        await recorder.flush()
+        async with sessions() as session:
+            rows = (await session.execute(select(UsageRecord).order_by(UsageRecord.id))).scalars()
+            rows = list(rows)
+            summary = await usage_summary(
+                session, tenant="acme", since=date.today(), until=date.today()
+            )
+        assert [r.request_id for r in rows] == ["req-0", "req-1", "req-2", "req-3"]
+        first = rows[0]
+        assert (first.tenant, first.api_key_id, first.provider) == ("acme", "key-1", "openai")
+        assert (first.prompt_tokens, first.completion_tokens) == (10, 20)
+        assert Decimal(str(first.cost_usd)) == Decimal("0.000123456")
+        assert Decimal(str(first.latency_ms)) == Decimal("12.345")
+        assert (first.cache_status, first.outcome) == ("hit", "success")
+        assert first.created_at is not None
+        assert summary[0]["requests"] == 3
+        assert summary[0]["prompt_tokens"] == 33
+        assert summary[0]["cache_hits"] == 2
+        assert summary[0]["cost_usd"] == pytest.approx(3 * 0.000123456)
+    finally:
+        await recorder.close()
+        await engine.dispose()
+
+
+async def test_steady_traffic_is_written_in_few_large_batches(migrated_postgres_url: str) -> None:
+    """Rows arriving while a batch is being written wait for the next flush, so a
+    busy gateway sends one statement per flush interval, not one per handful of
+    requests."""
+    engine = create_engine(EngineOptions(url=migrated_postgres_url))
+    sessions = session_factory(engine)
+    recorder = CountingRecorder(sessions, flush_seconds=0.1)
+    recorder.start()
+    try:
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 1.0:  # ~10 flush intervals of traffic
+            for _ in range(5):
+                recorder.record(event(sent))
+                sent += 1
+            await asyncio.sleep(0.001)
+        await recorder.close()
+        async with sessions() as session:
+            written = len((await session.execute(select(UsageRecord.id))).all())
+        assert written == sent
+        assert recorder.writes <= 20, f"{recorder.writes} statements for {sent} rows"
+    finally:
+        await engine.dispose()
