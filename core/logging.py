@@ -15,6 +15,7 @@ import logging.config
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -202,9 +203,47 @@ def _line_writer(*args: object) -> LineWriter:
     return LineWriter(str(args[0]) if args else "skygate")
 
 
+class _Output:
+    """What `configure_logging` chose, for `access_line`."""
+
+    json = False
+    level = logging.INFO
+
+
+_output = _Output()
+_writer = LineWriter()
+_ACCESS_LOGGER = "skygate.access"
+_access = structlog.get_logger(_ACCESS_LOGGER)
+
+
+def access_line(level: int, fields: dict[str, Any]) -> None:
+    """One access line per request. In JSON mode it is rendered here, with the
+    same keys and redaction as structlog's chain would give, at a fraction of the
+    cost (it runs on every request; docs/PERFORMANCE.md). The caller passes the
+    request's context (`request_id`) in `fields`: collecting structlog's
+    contextvars walks every context variable of the task, ~10 us in a worker.
+    Only `path` comes from the client, so only it is scanned for secrets."""
+    if level < _output.level:
+        return
+    name = logging.getLevelName(level).lower()
+    if not _output.json:
+        getattr(_access, name)("request", **fields)
+        return
+    event: dict[str, Any] = {"event": "request", **fields}
+    path = event.get("path")
+    if isinstance(path, str):
+        event["path"] = redactor.scrub_text(path)
+    event["level"] = name
+    event["logger"] = _ACCESS_LOGGER
+    event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    _writer.msg(orjson.dumps(event))
+
+
 def configure_logging(*, json_logs: bool, level: str, secrets: Iterable[str] = ()) -> None:
     """Configure structlog and stdlib logging. Safe to call more than once."""
     redactor.set_secrets(secrets)
+    _output.json = json_logs
+    _output.level = logging.getLevelNamesMapping()[level]
     logging.config.dictConfig(logging_dict(json_logs=json_logs, level=level))
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=orjson.dumps)

@@ -14,6 +14,7 @@ No `BaseHTTPMiddleware`: it breaks contextvars propagation and streaming.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -33,8 +34,8 @@ from core.errors import (
     error_body,
 )
 from core.health import Lifecycle
+from core.logging import access_line
 
-access_log = structlog.get_logger("skygate.access")
 log = structlog.get_logger("skygate.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -96,8 +97,9 @@ class RequestContextMiddleware:
                 break
         request_id = request_id_from(raw_id)
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # Bound for this request's other log lines, and reset (not cleared: clearing
+        # walks every context variable of the task) when it ends.
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         method = scope["method"]
         status = 500
         response_started = False
@@ -138,17 +140,19 @@ class RequestContextMiddleware:
                 metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
                 if route.startswith("/api/v1/"):
                     metrics.API_DURATION.labels(method, route).observe(elapsed)
-            level = "debug" if route in QUIET_ROUTES and status < 500 else "info"
-            getattr(access_log, level)(
-                "request",
-                method=method,
-                route=route,
-                path=scope.get("path"),
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                client=(scope.get("client") or (None,))[0],
+            access_line(
+                logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO,
+                {
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route,
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or (None,))[0],
+                },
             )
-            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.reset_contextvars(**bound)
 
 
 class BodyTooLarge(HTTPException):

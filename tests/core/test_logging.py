@@ -87,3 +87,36 @@ def test_sentry_events_lose_bodies_cookies_and_secrets() -> None:
     assert scrubbed["request"]["headers"] == {"User-Agent": "sdk"}
     assert scrubbed["extra"]["api_key"] == REDACTED
     assert "abcdefghij" not in scrubbed["extra"]["note"]
+
+
+def test_access_line_matches_structlog_lines_redacts_the_path_and_honours_the_level(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from core.logging import access_line
+
+    configure_logging(json_logs=True, level="INFO", secrets=["configured-secret-value"])
+    structlog.contextvars.bind_contextvars(request_id="req-1")
+    try:
+        structlog.get_logger("skygate.access").info("request", method="GET", status=200)
+        fields = {"request_id": "req-1", "method": "GET", "route": "<unmatched>", "status": 404}
+        fields["duration_ms"] = 1.5
+        access_line(
+            logging.INFO, {**fields, "path": "/x/sk-proj-AbCdEf0123456789/configured-secret-value"}
+        )
+        access_line(logging.DEBUG, {**fields, "path": "/live"})
+    finally:
+        structlog.contextvars.clear_contextvars()
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+    assert len(lines) == 2, "a DEBUG access line is dropped at LOG_LEVEL=INFO"
+    by_structlog, fast = lines
+    assert set(fast) == set(by_structlog) | {"route", "duration_ms", "path"}
+    assert fast["request_id"] == by_structlog["request_id"] == "req-1"
+    assert (fast["level"], fast["logger"], fast["event"]) == ("info", "skygate.access", "request")
+    assert fast["timestamp"].endswith("Z") and len(fast["timestamp"]) == len(
+        by_structlog["timestamp"]
+    )
+    assert "AbCdEf0123456789" not in fast["path"] and "configured-secret-value" not in fast["path"]
+
+    configure_logging(json_logs=True, level="WARNING")
+    access_line(logging.INFO, {**fields, "path": "/x"})
+    assert capfd.readouterr().err == "", "LOG_LEVEL=WARNING: no access lines"
