@@ -13,10 +13,10 @@ Every call goes through `ResilientRedis.run`, which:
 - logs each state change once.
 
 Commands on the request path go through `command` (and `script`), which
-pipelines every command this worker issues in the same event-loop turn into
-one round trip: redis-py spends ~50 us of CPU per round trip and ~15 us per
-command in a pipeline of ten, and concurrent requests share one connection
-instead of one each (docs/PERFORMANCE.md).
+gathers every command this worker issues in the same event-loop turn into one
+write on one pipelined connection (`core.resp`): redis-py spends 55-90 us of
+CPU per round trip, and concurrent requests share one connection instead of
+one each (docs/PERFORMANCE.md).
 
 States reported: `absent` (no REDIS_URL), `ok`, `degraded` (circuit open or
 half-open).
@@ -33,10 +33,11 @@ import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core import metrics
 from core.breaker import CircuitBreaker
+from core.resp import PipelinedConnection
 
 log = structlog.get_logger("skygate.redis")
 
@@ -66,7 +67,9 @@ class ResilientRedis:
         )
         self.pool: BlockingConnectionPool | None = None
         self.client: Redis | None = None
+        self.pipe: PipelinedConnection | None = None
         if url:
+            self.pipe = PipelinedConnection(url, timeout=socket_timeout)
             self.pool = BlockingConnectionPool.from_url(
                 url,
                 max_connections=max_connections,
@@ -118,7 +121,8 @@ class ResilientRedis:
             return 0
         idle = getattr(self.pool, "_available_connections", ())
         busy = getattr(self.pool, "_in_use_connections", ())
-        return sum(1 for c in idle if c.is_connected) + len(busy)
+        pipelined = 1 if self.pipe is not None and self.pipe.connected else 0
+        return sum(1 for c in idle if c.is_connected) + len(busy) + pipelined
 
     async def run(self, operation: Callable[[Redis], Awaitable[T]], fallback: T) -> T:
         """Run `operation(client)` within the deadline, or return `fallback`."""
@@ -159,7 +163,7 @@ class ResilientRedis:
         it (a restart, SCRIPT FLUSH) and retries once."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         result = await self._queue(command)
-        if isinstance(result, NoScriptError):
+        if isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"):
             loaded = await self.run(lambda client: client.script_load(script.script), _FAILED)
             result = _FAILED if loaded is _FAILED else await self._queue(command)
         return fallback if result is _FAILED or isinstance(result, Exception) else result
@@ -181,26 +185,14 @@ class ResilientRedis:
                 await asyncio.sleep(0)
             finally:
                 self._batch = None
-            results = await self.run(
-                lambda client: self._pipeline(client, [c for c, _ in batch]), _FAILED
-            )
+            pipe = self.pipe
+            assert pipe is not None
+            results = await self.run(lambda _: pipe.execute([c for c, _ in batch]), _FAILED)
         finally:  # also when the first caller was cancelled: the others fall back
             for index, (_, waiter) in enumerate(batch):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(_FAILED if results is _FAILED else results[index])
         return _FAILED if results is _FAILED else results[0]
-
-    @staticmethod
-    async def _pipeline(client: Redis, commands: list[Command]) -> list[Any]:
-        if len(commands) == 1:
-            try:
-                return [await client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
-            except ResponseError as error:  # the command's error, not Redis's: like a pipeline
-                return [error]
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return await pipe.execute(raise_on_error=False)  # a command's error is its result
 
     async def ping(self) -> tuple[RedisState, float | None]:
         """Probe Redis through the breaker; (state, latency in ms or None)."""
@@ -212,6 +204,8 @@ class ResilientRedis:
         return (("ok" if ok else "degraded"), latency if ok else None)
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
         if self.client is not None:
             await self.client.aclose()
         if self.pool is not None:

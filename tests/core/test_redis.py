@@ -155,3 +155,50 @@ async def test_a_script_lost_by_redis_is_loaded_again(redis_url: str) -> None:
         assert await redis.script(script, ["k"], ["again"], None) == b"againk"
     finally:
         await redis.close()
+
+
+async def test_pipelined_commands_survive_a_freeze_and_a_restart(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """The request-path connection: a frozen server costs one deadline and then
+    fallbacks; after it thaws, and after a restart, commands work again."""
+    redis = client(redis_url, socket_timeout=0.2, failure_threshold=1, retry_seconds=0.3)
+    try:
+        assert await redis.command("SET", "k", "v", fallback=None)
+        redis_server.freeze()
+        started = time.monotonic()
+        frozen = await asyncio.gather(
+            *(redis.command("GET", "k", fallback="fallback") for _ in range(16))
+        )
+        assert frozen == ["fallback"] * 16
+        assert time.monotonic() - started < 1.0
+        redis_server.thaw()
+        await asyncio.sleep(0.35)
+        assert await redis.command("GET", "k", fallback="fallback") == b"v"
+
+        redis_server.stop()
+        redis_server.start()
+        deadline = time.monotonic() + 5
+        value = "fallback"
+        while value == "fallback" and time.monotonic() < deadline:
+            value = await redis.command("SET", "k2", "v2", fallback="fallback")
+            await asyncio.sleep(0.1)
+        assert value is True or value == b"OK"
+        assert redis.state == "ok"
+    finally:
+        redis_server.thaw()
+        await redis.close()
+
+
+async def test_pipelined_commands_use_the_database_in_the_url(redis_url: str) -> None:
+    other_db = redis_url.rsplit("/", 1)[0] + "/3"
+    redis, check = client(other_db), client(other_db)
+    try:
+        assert await redis.command("SET", "in-db-3", "yes", fallback=None)
+        assert await check.run(lambda r: r.get("in-db-3"), None) == b"yes"
+        default = client(redis_url)
+        assert await default.run(lambda r: r.get("in-db-3"), "none") is None
+        await default.close()
+    finally:
+        await redis.close()
+        await check.close()
