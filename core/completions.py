@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,14 @@ class Answer:
 class StreamAnswer:
     events: AsyncIterator[bytes]
     headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Upstream:
+    """Admitted and not in the cache: the answer needs the provider. The caller
+    awaits `call`, and cancels it if its client goes away."""
+
+    call: Coroutine[Any, Any, Answer | StreamAnswer]
 
 
 @dataclass(slots=True)
@@ -115,7 +123,7 @@ class CompletionService:
     # -- entry points -----------------------------------------------------------
     async def chat(
         self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
-    ) -> Answer | StreamAnswer:
+    ) -> Answer | StreamAnswer | Upstream:
         request = validate_chat(body)
         req = _Request(caller, self._resolve(request.model), "chat", body, directives)
         await self.admission.authorize(req.caller, req.group)
@@ -137,10 +145,11 @@ class CompletionService:
             req.caller, prompt + max_tokens * (request.n or 1)
         )
         if request.stream:
-            return await self._stream(req, upstream_body, key, include_usage)
-        completion, deployment = await self._call(
-            req, self.router.complete(req.group, upstream_body)
-        )
+            return Upstream(self._stream(req, upstream_body, key, include_usage))
+        return Upstream(self._complete(req, upstream_body, key))
+
+    async def _complete(self, req: _Request, body: dict[str, Any], key: str | None) -> Answer:
+        completion, deployment = await self._call(req, self.router.complete(req.group, body))
         if key is not None and req.directives.store and cacheable(completion.data):
             self._in_background(self.cache.set(key, completion.body, req.directives.ttl))
         self._account(req, deployment, completion.usage, "success")
@@ -148,7 +157,7 @@ class CompletionService:
 
     async def embeddings(
         self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
-    ) -> Answer:
+    ) -> Answer | Upstream:
         request = validate_embeddings(body)
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
         await self.admission.authorize(req.caller, req.group)
@@ -162,7 +171,10 @@ class CompletionService:
         req.grant = await self.admission.admit_tokens(
             req.caller, len(orjson.dumps(request.input)) // 4 + 1
         )
-        result, deployment = await self._call(req, self.router.embed(req.group, dict(body)))
+        return Upstream(self._embed(req, key))
+
+    async def _embed(self, req: _Request, key: str | None) -> Answer:
+        result, deployment = await self._call(req, self.router.embed(req.group, dict(req.body)))
         if key is not None and req.directives.store:
             self._in_background(self.cache.set(key, result.body, req.directives.ttl))
         self._account(req, deployment, result.usage, "success")

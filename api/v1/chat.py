@@ -19,7 +19,7 @@ from api.deps import PrincipalDep
 from core.admission import Caller
 from core.auth import Principal
 from core.cache import CacheDirectives
-from core.completions import Answer, StreamAnswer
+from core.completions import Answer, StreamAnswer, Upstream
 from core.rate_limit import Decision
 from core.schemas import parse_json_object
 from core.services import ServicesDep
@@ -93,12 +93,14 @@ def _respond(request: Request, answer: Answer | StreamAnswer) -> Response:
     return Response(answer.body, media_type="application/json", headers=headers)
 
 
-async def _answer(request: Request, work: Awaitable[Answer | StreamAnswer]) -> Response:
-    try:
-        answer = await until_disconnect(request, work)
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED)
-    return _respond(request, answer)
+async def _answer(request: Request, outcome: Answer | StreamAnswer | Upstream) -> Response:
+    """The answer; one that needs the provider is cancelled if the client goes away."""
+    if isinstance(outcome, Upstream):
+        try:
+            outcome = await until_disconnect(request, outcome.call)
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED)
+    return _respond(request, outcome)
 
 
 @router.post("/api/v1/chat/completions")
@@ -107,12 +109,15 @@ async def chat_completions(
 ) -> Response:
     body = parse_json_object(await request.body())
     caller = _caller(request, principal)
-    return await _answer(request, services.completions.chat(caller, body, _directives(request)))
+    return await _answer(
+        request, await services.completions.chat(caller, body, _directives(request))
+    )
 
 
 @router.post("/api/v1/embeddings")
 async def embeddings(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     body = parse_json_object(await request.body())
     caller = _caller(request, principal)
-    work = services.completions.embeddings(caller, body, _directives(request))
-    return await _answer(request, work)
+    return await _answer(
+        request, await services.completions.embeddings(caller, body, _directives(request))
+    )
