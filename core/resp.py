@@ -36,18 +36,24 @@ def pack(commands: list[Command]) -> bytes:
     """RESP arrays of bulk strings, as redis-py encodes arguments (str as UTF-8,
     numbers by their decimal text)."""
     out: list[bytes] = []
+    append = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
+            cls = arg.__class__
+            if cls is str:
                 data = arg.encode()
-            elif isinstance(arg, int | float):
+            elif cls is bytes:
+                data = arg
+            elif cls is int:
+                data = b"%d" % arg
+            elif cls is float:
                 data = repr(arg).encode()
             else:
-                raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+                raise TypeError(f"cannot send {cls.__name__} to Redis")
+            append(b"$%d\r\n" % len(data))
+            append(data)
+            append(b"\r\n")
     return b"".join(out)
 
 
