@@ -69,6 +69,10 @@ class ConnectionBoard:
         self._cells[2 * slot + 1] = 0
         self._cells[2 * slot] = pid
 
+    def leave(self, slot: int) -> None:
+        """This worker stops accepting: nobody should defer to it any more."""
+        self._cells[2 * slot] = 0
+
     def publish(self, slot: int, connections: int) -> None:
         self._cells[2 * slot + 1] = connections
 
@@ -199,6 +203,7 @@ class BalancedListener:
         if self._closed:
             return
         self._closed = True
+        self._board.leave(self._slot)  # a stopping worker must not hold the others back
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
