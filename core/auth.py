@@ -10,6 +10,7 @@ key or a JWT are refused before any lookup.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ class Authenticator:
         self.enabled = enabled
         self.cache_seconds = cache_seconds
         self._cache: OrderedDict[str, tuple[float, KeyInfo | None]] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[KeyInfo | None]] = {}
+        self._generation = 0  # bumped by forget(): reads started before it are not kept
 
     async def authenticate(self, credential: str | None, *, client_ip: str) -> Principal:
         if not self.enabled:
@@ -170,11 +173,27 @@ class Authenticator:
         )
 
     async def _lookup(self, cache_key: str) -> KeyInfo | None:
+        """A key's record, at most `cache_seconds` old. An entry in its last
+        quarter is served while one background read renews it, so a busy key
+        never waits for the database; an expired or unknown one waits for a
+        single read shared by every concurrent request (before, each request
+        read it, and a burst stalled ~10 ms every 2 s)."""
         now = time.monotonic()
         cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > now:
+            if cached[0] - now < self.cache_seconds / 4 and cache_key not in self._loading:
+                self._loading[cache_key] = asyncio.create_task(self._load(cache_key, cached))
             return cached[1]
+        task = self._loading.get(cache_key)
+        if task is None:
+            task = self._loading[cache_key] = asyncio.create_task(self._load(cache_key, cached))
+        return await asyncio.shield(task)  # a caller that goes away does not cancel the read
+
+    async def _load(
+        self, cache_key: str, cached: tuple[float, KeyInfo | None] | None
+    ) -> KeyInfo | None:
         kind, _, value = cache_key.partition(":")
+        generation = self._generation
         try:
             async with self.sessions() as session:
                 row = await (
@@ -190,8 +209,13 @@ class Authenticator:
                 "Credentials cannot be verified right now; retry shortly.",
                 headers={"Retry-After": "2"},
             ) from None
+        finally:
+            if self._loading.get(cache_key) is asyncio.current_task():
+                del self._loading[cache_key]
         info = KeyInfo.from_row(row) if row is not None else None
-        self._cache[cache_key] = (now + self.cache_seconds, info)
+        if generation != self._generation:
+            return info
+        self._cache[cache_key] = (time.monotonic() + self.cache_seconds, info)
         self._cache.move_to_end(cache_key)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -199,4 +223,6 @@ class Authenticator:
 
     def forget(self) -> None:
         """Drop this worker's cache (after an admin change made here)."""
+        self._generation += 1
         self._cache.clear()
+        self._loading.clear()
