@@ -3,7 +3,11 @@
 `PrincipalDep` authenticates (API key, JWT or the admin key) and applies the
 request-rate limits of that principal; the limit headers of the decision are
 kept on `request.state.limit_headers` for the route to send. `AdminDep`
-additionally requires an admin principal.
+additionally requires an admin principal. `CallerDep` (the LLM routes)
+authenticates and hands the route a `RequestAdmission` to await later, so the
+pipeline can send the limit check in the same Redis round trip as its cache
+lookup; the route still awaits it before answering any error, so every
+authenticated request is counted and a 429 wins over any other refusal.
 """
 
 from __future__ import annotations
@@ -32,21 +36,46 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def admit(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     services = request.app.state.services
-    settings = services.settings
     principal: Principal = await services.auth.authenticate(
         presented_credential(request), client_ip=client_ip(request)
     )
-    decision = await services.limiter.admit(
-        principal.limit_key,
-        per_minute=principal.rpm or settings.rate_limit_per_minute,
-        per_hour=principal.rph or settings.rate_limit_per_hour,
-    )
-    if not decision.allowed:
-        raise rate_limit_error(decision, limit_key=principal.limit_key)
-    request.state.limit_headers = decision.request_headers()
-    request.state.request_decision = decision
+    return principal
+
+
+class RequestAdmission:
+    """The request-rate check of one request, run at most once."""
+
+    __slots__ = ("request", "principal", "_done")
+
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.request = request
+        self.principal = principal
+        self._done = False
+
+    async def __call__(self) -> None:
+        """Count the request; 429 when it is over a limit."""
+        if self._done:
+            return
+        self._done = True
+        services = self.request.app.state.services
+        settings = services.settings
+        principal = self.principal
+        decision = await services.limiter.admit(
+            principal.limit_key,
+            per_minute=principal.rpm or settings.rate_limit_per_minute,
+            per_hour=principal.rph or settings.rate_limit_per_hour,
+        )
+        if not decision.allowed:
+            raise rate_limit_error(decision, limit_key=principal.limit_key)
+        self.request.state.limit_headers = decision.request_headers()
+        self.request.state.request_decision = decision
+
+
+async def admit(request: Request) -> Principal:
+    principal = await authenticate(request)
+    await RequestAdmission(request, principal)()
     return principal
 
 
@@ -58,4 +87,5 @@ async def require_admin(principal: Annotated[Principal, Depends(admit)]) -> Prin
 
 
 PrincipalDep = Annotated[Principal, Depends(admit)]
+CallerDep = Annotated[Principal, Depends(authenticate)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

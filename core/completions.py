@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from core.streams import DONE, HEARTBEAT, StreamAssembler, cacheable, replay, ss
 from core.usage import UsageEvent, UsageRecorder
 
 log = structlog.get_logger("skygate.completions")
+Admit = Callable[[], Awaitable[None]]
 DEFAULT_TOKEN_ESTIMATE = 1024  # completion tokens assumed at admission without max_tokens
 
 
@@ -122,14 +123,19 @@ class CompletionService:
 
     # -- entry points -----------------------------------------------------------
     async def chat(
-        self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        directives: CacheDirectives,
+        admit: Admit | None = None,
     ) -> Answer | StreamAnswer | Upstream:
+        """`admit`: the caller's request-rate check, if it has not run yet."""
         request = validate_chat(body)
         req = _Request(caller, self._resolve(request.model), "chat", body, directives)
         await self.admission.authorize(req.caller, req.group)
         include_usage = bool(request.stream and (request.stream_options or {}).get("include_usage"))
         key = self._key(req)
-        cached = await self._lookup(req, key)
+        cached = await self._admit_and_lookup(req, key, admit)
         if cached is not None:
             data = orjson.loads(cached)
             self._account(req, None, Usage.from_openai(data.get("usage")), "success")
@@ -156,13 +162,17 @@ class CompletionService:
         return Answer(completion.body, self._headers(req, deployment))
 
     async def embeddings(
-        self, caller: Caller, body: dict[str, Any], directives: CacheDirectives
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        directives: CacheDirectives,
+        admit: Admit | None = None,
     ) -> Answer | Upstream:
         request = validate_embeddings(body)
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
         await self.admission.authorize(req.caller, req.group)
         key = self._key(req)
-        cached = await self._lookup(req, key)
+        cached = await self._admit_and_lookup(req, key, admit)
         if cached is not None:
             self._account(
                 req, None, Usage.from_openai(orjson.loads(cached).get("usage")), "success"
@@ -197,6 +207,25 @@ class CompletionService:
         return cache_key(
             tenant=req.caller.tenant, endpoint=req.endpoint, group=req.group, body=req.body
         )
+
+    async def _admit_and_lookup(
+        self, req: _Request, key: str | None, admit: Admit | None
+    ) -> bytes | None:
+        """The request-rate check and the cache lookup. When both need Redis they
+        go out together, in one round trip (each round trip is a full pass of
+        the event loop for every request waiting on it)."""
+        if admit is None:
+            return await self._lookup(req, key)
+        if key is None or not req.directives.lookup or self.cache.local.get(key) is not None:
+            await admit()  # no Redis read for the lookup: nothing to pair it with
+            return await self._lookup(req, key)
+        lookup = asyncio.ensure_future(self._lookup(req, key))
+        try:
+            await admit()
+        except BaseException:
+            lookup.cancel()
+            raise
+        return await lookup
 
     async def _lookup(self, req: _Request, key: str | None) -> bytes | None:
         if key is None or not req.directives.lookup:

@@ -15,11 +15,12 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from api.deps import PrincipalDep
+from api.deps import CallerDep, RequestAdmission
 from core.admission import Caller
 from core.auth import Principal
 from core.cache import CacheDirectives
 from core.completions import Answer, StreamAnswer, Upstream
+from core.errors import GatewayError
 from core.rate_limit import Decision
 from core.schemas import parse_json_object
 from core.services import ServicesDep
@@ -105,19 +106,29 @@ async def _answer(request: Request, outcome: Answer | StreamAnswer | Upstream) -
 
 @router.post("/api/v1/chat/completions")
 async def chat_completions(
-    request: Request, services: ServicesDep, principal: PrincipalDep
+    request: Request, services: ServicesDep, principal: CallerDep
 ) -> Response:
-    body = parse_json_object(await request.body())
-    caller = _caller(request, principal)
-    return await _answer(
-        request, await services.completions.chat(caller, body, _directives(request))
-    )
+    admission = RequestAdmission(request, principal)
+    try:
+        body = parse_json_object(await request.body())
+        caller = _caller(request, principal)
+        directives = _directives(request)
+        outcome = await services.completions.chat(caller, body, directives, admission)
+    except GatewayError:
+        await admission()  # counted even when refused; over its limit, the 429 wins
+        raise
+    return await _answer(request, outcome)
 
 
 @router.post("/api/v1/embeddings")
-async def embeddings(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
-    body = parse_json_object(await request.body())
-    caller = _caller(request, principal)
-    return await _answer(
-        request, await services.completions.embeddings(caller, body, _directives(request))
-    )
+async def embeddings(request: Request, services: ServicesDep, principal: CallerDep) -> Response:
+    admission = RequestAdmission(request, principal)
+    try:
+        body = parse_json_object(await request.body())
+        caller = _caller(request, principal)
+        directives = _directives(request)
+        outcome = await services.completions.embeddings(caller, body, directives, admission)
+    except GatewayError:
+        await admission()
+        raise
+    return await _answer(request, outcome)

@@ -46,6 +46,28 @@ async def test_limit_headers_and_the_429(llm_app: LLMApp) -> None:
         assert models.status_code == 429  # one principal, one limit, every route
 
 
+async def test_refused_requests_count_and_over_the_limit_the_429_wins(llm_app: LLMApp) -> None:
+    """The LLM routes check the limit together with the cache lookup, late in the
+    pipeline; a request refused before that (bad body, unknown model, cache hit
+    or not) still counts, and once over the limit every answer is the 429."""
+    async with llm_app(admin_api_key=ADMIN, jwt_secret_key=SECRET) as (_, client):
+        key = (await create_key(client, rpm_limit=3))["key"]
+        bad_body = await client.post(CHAT, content=b"{not json", headers=bearer(key))
+        assert bad_body.status_code == 400
+        unknown = await client.post(CHAT, json={**chat("x"), "model": "nope"}, headers=bearer(key))
+        assert unknown.status_code == 404
+        third = await client.post(CHAT, json=chat("one"), headers=bearer(key))
+        assert third.status_code == 200
+        assert third.headers["x-ratelimit-remaining"] == "0", "both refusals were counted"
+        for refused in (
+            await client.post(CHAT, json=chat("one"), headers=bearer(key)),  # a cache hit
+            await client.post(CHAT, content=b"{not json", headers=bearer(key)),
+            await client.post("/api/v1/embeddings", json={"model": "nope"}, headers=bearer(key)),
+        ):
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+
+
 async def test_tokens_per_minute_from_max_tokens_then_real_usage(
     llm_app: LLMApp, upstream: FakeUpstream
 ) -> None:
