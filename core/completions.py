@@ -135,7 +135,10 @@ class CompletionService:
         await self.admission.authorize(req.caller, req.group)
         include_usage = bool(request.stream and (request.stream_options or {}).get("include_usage"))
         key = self._key(req)
-        cached = await self._admit_and_lookup(req, key, admit)
+        max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_TOKEN_ESTIMATE
+        prompt = len(orjson.dumps(body.get("messages"))) // 4
+        estimate = prompt + max_tokens * (request.n or 1)
+        cached = await self._gate(req, key, admit, estimate)
         if cached is not None:
             data = orjson.loads(cached)
             self._account(req, None, Usage.from_openai(data.get("usage")), "success")
@@ -145,11 +148,6 @@ class CompletionService:
                 )
             return Answer(cached, self._headers(req, None))
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_TOKEN_ESTIMATE
-        prompt = len(orjson.dumps(body.get("messages"))) // 4
-        req.grant = await self.admission.admit_tokens(
-            req.caller, prompt + max_tokens * (request.n or 1)
-        )
         if request.stream:
             return Upstream(self._stream(req, upstream_body, key, include_usage))
         return Upstream(self._complete(req, upstream_body, key))
@@ -172,15 +170,13 @@ class CompletionService:
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
         await self.admission.authorize(req.caller, req.group)
         key = self._key(req)
-        cached = await self._admit_and_lookup(req, key, admit)
+        estimate = len(orjson.dumps(request.input)) // 4 + 1
+        cached = await self._gate(req, key, admit, estimate)
         if cached is not None:
             self._account(
                 req, None, Usage.from_openai(orjson.loads(cached).get("usage")), "success"
             )
             return Answer(cached, self._headers(req, None))
-        req.grant = await self.admission.admit_tokens(
-            req.caller, len(orjson.dumps(request.input)) // 4 + 1
-        )
         return Upstream(self._embed(req, key))
 
     async def _embed(self, req: _Request, key: str | None) -> Answer:
@@ -208,24 +204,48 @@ class CompletionService:
             tenant=req.caller.tenant, endpoint=req.endpoint, group=req.group, body=req.body
         )
 
-    async def _admit_and_lookup(
-        self, req: _Request, key: str | None, admit: Admit | None
+    async def _gate(
+        self, req: _Request, key: str | None, admit: Admit | None, estimate: int
     ) -> bytes | None:
-        """The request-rate check and the cache lookup. When both need Redis they
-        go out together, in one round trip (each round trip is a full pass of
-        the event loop for every request waiting on it)."""
-        if admit is None:
-            return await self._lookup(req, key)
+        """The request-rate check, the cache lookup and, for a miss, the token
+        check (`req.grant`). When the lookup needs Redis the three go out
+        together, in one round trip — each round trip is a pass of the event
+        loop for every request waiting on it — and the tokens of a hit are
+        given back."""
         if key is None or not req.directives.lookup or self.cache.local.get(key) is not None:
-            await admit()  # no Redis read for the lookup: nothing to pair it with
-            return await self._lookup(req, key)
+            if admit is not None:
+                await admit()
+            cached = await self._lookup(req, key)
+            if cached is None:
+                req.grant = await self.admission.admit_tokens(req.caller, estimate)
+            return cached
         lookup = asyncio.ensure_future(self._lookup(req, key))
+        tokens = asyncio.ensure_future(self.admission.admit_tokens(req.caller, estimate))
         try:
-            await admit()
+            if admit is not None:
+                await admit()
+            cached = await lookup
         except BaseException:
             lookup.cancel()
+            self._give_back(req, tokens)
             raise
-        return await lookup
+        if cached is not None:
+            self._give_back(req, tokens)
+            return cached
+        req.grant = await tokens  # over the token limit: the 429 is raised here
+        return None
+
+    def _give_back(self, req: _Request, tokens: asyncio.Future[TokenGrant | None]) -> None:
+        """Tokens counted for a call that will not happen are returned."""
+
+        def settle(done: asyncio.Future[TokenGrant | None]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            grant = done.result()
+            if grant is not None:
+                self._in_background(self.admission.settle(req.caller, grant, tokens=0, cost=0.0))
+
+        tokens.add_done_callback(settle)
 
     async def _lookup(self, req: _Request, key: str | None) -> bytes | None:
         if key is None or not req.directives.lookup:

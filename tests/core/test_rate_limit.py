@@ -93,6 +93,32 @@ async def test_tokens_per_minute_from_max_tokens_then_real_usage(
         assert upstream.calls("primary-1") == 2
 
 
+async def test_a_cache_hit_from_redis_gives_its_tokens_back(
+    llm_app: LLMApp, upstream: FakeUpstream, redis_url: str
+) -> None:
+    """With the answer in Redis (not in this worker's near-cache) the token check
+    goes out with the lookup, and a hit returns the tokens it was counted."""
+    async with llm_app(redis_url=redis_url, admin_api_key=ADMIN, jwt_secret_key=SECRET) as (
+        app,
+        client,
+    ):
+        key = (await create_key(client, tpm_limit=1000))["key"]
+        body = {**chat("cached tokens"), "max_tokens": 200}
+        assert (await client.post(CHAT, json=body, headers=bearer(key))).status_code == 200
+        await asyncio.sleep(0.2)  # stored in Redis, the estimate settled to the real usage
+        for _ in range(10):  # each a Redis hit (as on another worker): 10 x 200 tokens asked
+            app.state.services.cache.local.entries.clear()
+            hit = await client.post(CHAT, json=body, headers=bearer(key))
+            assert hit.status_code == 200 and hit.headers["x-cache"] == "hit"
+        await asyncio.sleep(0.2)
+        fresh = await client.post(
+            CHAT, json={**chat("after the hits"), "max_tokens": 200}, headers=bearer(key)
+        )
+        assert fresh.status_code == 200, "the hits' tokens were given back"
+        assert int(fresh.headers["x-ratelimit-remaining-tokens"]) > 500
+        assert upstream.calls("primary-1") == 2
+
+
 @pytest.mark.parametrize("failure", ["stop", "freeze"])
 async def test_redis_down_enforces_the_local_share(
     llm_app: LLMApp, redis_url: str, redis_server: RedisServer, failure: str
