@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
@@ -104,31 +104,34 @@ async def _answer(request: Request, outcome: Answer | StreamAnswer | Upstream) -
     return _respond(request, outcome)
 
 
-@router.post("/api/v1/chat/completions")
-async def chat_completions(
-    request: Request, services: ServicesDep, principal: CallerDep
-) -> Response:
+Pipeline = Callable[
+    [Caller, dict[str, Any], CacheDirectives, RequestAdmission],
+    Awaitable[Answer | StreamAnswer | Upstream],
+]
+
+
+async def _serve(request: Request, principal: Principal, pipeline: Pipeline) -> Response:
+    """Read the body and run the pipeline, which checks the request rate with its
+    cache lookup; a request refused before that is still counted (and, over its
+    limit, answered 429 rather than with the other refusal)."""
     admission = RequestAdmission(request, principal)
     try:
         body = parse_json_object(await request.body())
         caller = _caller(request, principal)
-        directives = _directives(request)
-        outcome = await services.completions.chat(caller, body, directives, admission)
-    except GatewayError:
-        await admission()  # counted even when refused; over its limit, the 429 wins
-        raise
-    return await _answer(request, outcome)
-
-
-@router.post("/api/v1/embeddings")
-async def embeddings(request: Request, services: ServicesDep, principal: CallerDep) -> Response:
-    admission = RequestAdmission(request, principal)
-    try:
-        body = parse_json_object(await request.body())
-        caller = _caller(request, principal)
-        directives = _directives(request)
-        outcome = await services.completions.embeddings(caller, body, directives, admission)
+        outcome = await pipeline(caller, body, _directives(request), admission)
     except GatewayError:
         await admission()
         raise
     return await _answer(request, outcome)
+
+
+@router.post("/api/v1/chat/completions")
+async def chat_completions(
+    request: Request, services: ServicesDep, principal: CallerDep
+) -> Response:
+    return await _serve(request, principal, services.completions.chat)
+
+
+@router.post("/api/v1/embeddings")
+async def embeddings(request: Request, services: ServicesDep, principal: CallerDep) -> Response:
+    return await _serve(request, principal, services.completions.embeddings)
