@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 
@@ -202,3 +203,30 @@ async def test_pipelined_commands_use_the_database_in_the_url(redis_url: str) ->
     finally:
         await redis.close()
         await check.close()
+
+
+async def test_pipelined_commands_authenticate_with_the_credentials_in_the_url(
+    redis_url: str,
+) -> None:
+    admin = client(redis_url)
+    user = f"skygate-{uuid.uuid4().hex[:8]}"
+    host = redis_url.split("://", 1)[1].rsplit("/", 1)[0]
+    try:
+        assert admin.client is not None
+        await admin.client.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "SETUSER", user, "on", ">right-password", "~*", "+@all"
+        )
+        good = client(f"redis://{user}:right-password@{host}/4")
+        bad = client(f"redis://{user}:wrong-password@{host}/4", failure_threshold=1)
+        try:
+            assert await good.command("SET", "authed", "yes", fallback=None)
+            assert await good.command("GET", "authed", fallback=None) == b"yes"
+            assert await bad.command("GET", "authed", fallback="fallback") == "fallback"
+            assert bad.state == "degraded", "a refused login counts as Redis being unusable"
+        finally:
+            await good.close()
+            await bad.close()
+    finally:
+        assert admin.client is not None
+        await admin.client.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+        await admin.close()
