@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,19 +22,23 @@ import structlog
 from core import metrics
 from core.admission import Admission, Caller, TokenGrant
 from core.cache import CacheDirectives, ResponseCache, cache_key
-from core.errors import (
-    BadRequestError,
-    GatewayError,
-    GatewayTimeoutError,
-    NotFoundError,
-    RateLimitError,
-    ServiceUnavailableError,
-    UpstreamError,
-)
+from core.errors import NotFoundError
+from core.llm.failures import failure_outcome, to_gateway_error
 from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
 from core.llm.types import Chunk, Deployment, ProviderError, Usage
 from core.schemas import validate_chat, validate_embeddings
-from core.streams import DONE, HEARTBEAT, StreamAssembler, cacheable, replay, sse, sse_error
+from core.streams import (
+    DONE,
+    HEARTBEAT,
+    StreamAssembler,
+    aiter_of,
+    cacheable,
+    client_payload,
+    pump,
+    replay,
+    sse,
+    sse_error,
+)
 from core.usage import UsageEvent, UsageRecorder
 
 log = structlog.get_logger("skygate.completions")
@@ -73,33 +77,6 @@ class _Request:
     upstream_seconds: float = 0.0
     cache_status: str = "bypass"
     grant: TokenGrant | None = None
-
-
-def to_gateway_error(error: ProviderError | NoDeploymentAvailable) -> GatewayError:
-    """What the client sees when every attempt failed."""
-    if isinstance(error, NoDeploymentAvailable):
-        return ServiceUnavailableError(
-            "Every deployment of this model is cooling down after failures; retry shortly.",
-            code="no_deployment_available",
-            headers={"Retry-After": str(max(1, round(error.retry_after)))},
-        )
-    if error.client_fault:
-        return BadRequestError(
-            error.message or "The provider rejected the request.", code="upstream_rejected"
-        )
-    if error.kind == "status" and error.status == 429:
-        headers = (
-            {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else {}
-        )
-        return RateLimitError(
-            "The provider is rate limiting this model; retry later.",
-            code="upstream_rate_limited",
-            headers=headers,
-        )
-    if error.kind == "timeout":
-        return GatewayTimeoutError()
-    status = f" (status {error.status})" if error.status else ""
-    return UpstreamError(f"The upstream provider failed{status}: {error.kind}.")
 
 
 class CompletionService:
@@ -144,7 +121,7 @@ class CompletionService:
             self._account(req, None, Usage.from_openai(data.get("usage")), "success")
             if request.stream:
                 return StreamAnswer(
-                    _aiter(replay(data, include_usage=include_usage)), self._headers(req, None)
+                    aiter_of(replay(data, include_usage=include_usage)), self._headers(req, None)
                 )
             return Answer(cached, self._headers(req, None))
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
@@ -260,7 +237,7 @@ class CompletionService:
         try:
             return await call
         except (ProviderError, NoDeploymentAvailable) as error:
-            self._account(req, None, Usage(), _outcome(error))
+            self._account(req, None, Usage(), failure_outcome(error))
             raise to_gateway_error(error) from None
         finally:
             req.upstream_seconds += time.perf_counter() - started
@@ -276,7 +253,7 @@ class CompletionService:
             try:
                 handle = opening.result()
             except (ProviderError, NoDeploymentAvailable) as error:
-                self._account(req, None, Usage(), _outcome(error))
+                self._account(req, None, Usage(), failure_outcome(error))
                 raise to_gateway_error(error) from None
             return StreamAnswer(
                 self._relay(req, handle, key, include_usage), self._headers(req, handle.deployment)
@@ -301,7 +278,7 @@ class CompletionService:
             try:
                 handle = opening.result()
             except (ProviderError, NoDeploymentAvailable) as error:
-                self._account(req, None, Usage(), _outcome(error))
+                self._account(req, None, Usage(), failure_outcome(error))
                 gateway_error = to_gateway_error(error)
                 yield sse_error(
                     gateway_error.message,
@@ -322,7 +299,7 @@ class CompletionService:
         ends the stream with an error event, never a clean [DONE]."""
         assembler = StreamAssembler()
         queue: asyncio.Queue[Chunk | ProviderError | None] = asyncio.Queue()
-        reader = asyncio.create_task(_pump(handle, queue))
+        reader = asyncio.create_task(pump(handle, queue))
         deployment = handle.deployment
         first = True
         outcome = "cancelled"
@@ -346,7 +323,7 @@ class CompletionService:
                     )
                     return
                 assembler.add(item.data)
-                payload = _client_payload(item, include_usage)
+                payload = client_payload(item, include_usage)
                 if payload is None:
                     continue
                 if first:
@@ -444,44 +421,3 @@ class CompletionService:
     async def close(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _outcome(error: ProviderError | NoDeploymentAvailable) -> str:
-    if isinstance(error, NoDeploymentAvailable):
-        return "no_deployment"
-    if error.client_fault:
-        return "rejected"
-    if error.kind == "status" and error.status == 429:
-        return "rate_limited"
-    return "timeout" if error.kind == "timeout" else "error"
-
-
-def _client_payload(chunk: Chunk, include_usage: bool) -> bytes | None:
-    """The bytes to forward, or None to drop (a usage chunk the client did not ask for)."""
-    data = chunk.data
-    if include_usage or not data.get("usage"):
-        return chunk.payload
-    if not data.get("choices"):
-        return None
-    trimmed = {k: v for k, v in data.items() if k != "usage"}
-    return orjson.dumps(trimmed)
-
-
-async def _pump(handle: StreamHandle, queue: asyncio.Queue[Chunk | ProviderError | None]) -> None:
-    """Reads the upstream stream into the queue; None marks a clean end."""
-    await queue.put(handle.first)
-    try:
-        async for chunk in handle.rest:
-            await queue.put(chunk)
-    except ProviderError as error:
-        await queue.put(error)
-        return
-    finally:
-        with contextlib.suppress(Exception):
-            await handle.rest.aclose()  # type: ignore[attr-defined]
-    await queue.put(None)
-
-
-async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item

@@ -7,10 +7,15 @@ non-streaming call returns), so a cached answer serves both kinds of request:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import orjson
+
+from core.llm.router import StreamHandle
+from core.llm.types import Chunk, ProviderError
 
 DONE = b"data: [DONE]\n\n"
 HEARTBEAT = b": keep-alive\n\n"
@@ -192,3 +197,34 @@ def replay(completion: dict[str, Any], *, include_usage: bool) -> Iterator[bytes
     if include_usage and completion.get("usage"):
         yield event([], usage=completion["usage"])
     yield DONE
+
+
+def client_payload(chunk: Chunk, include_usage: bool) -> bytes | None:
+    """The bytes to forward, or None to drop (a usage chunk the client did not ask for)."""
+    data = chunk.data
+    if include_usage or not data.get("usage"):
+        return chunk.payload
+    if not data.get("choices"):
+        return None
+    trimmed = {k: v for k, v in data.items() if k != "usage"}
+    return orjson.dumps(trimmed)
+
+
+async def pump(handle: StreamHandle, queue: asyncio.Queue[Chunk | ProviderError | None]) -> None:
+    """Reads the upstream stream into the queue; None marks a clean end."""
+    await queue.put(handle.first)
+    try:
+        async for chunk in handle.rest:
+            await queue.put(chunk)
+    except ProviderError as error:
+        await queue.put(error)
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await handle.rest.aclose()  # type: ignore[attr-defined]
+    await queue.put(None)
+
+
+async def aiter_of(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
