@@ -76,7 +76,7 @@ def on_starting(server: Any) -> None:
 
 # Workers spread connections evenly between them through a board in shared
 # memory (core/balance.py); each worker gets a slot before it forks.
-_board = balance.install_board(workers)
+_board = balance.board_for(workers)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -89,14 +89,10 @@ class ConnectionBoard:
         return False
 
 
-BOARD: ConnectionBoard | None = None
-
-
-def install_board(workers: int) -> ConnectionBoard | None:
-    """Called by the gunicorn master (gunicorn.conf.py) before it forks."""
-    global BOARD
-    BOARD = ConnectionBoard() if workers > 1 else None
-    return BOARD
+def board_for(workers: int) -> ConnectionBoard | None:
+    """The board a gunicorn master (gunicorn.conf.py) maps before it forks; none
+    for a single worker, which has nobody to balance with."""
+    return ConnectionBoard() if workers > 1 else None
 
 
 class BalancedListener:

@@ -48,6 +48,11 @@ _FAILED: Any = object()
 Command = tuple[Any, ...]
 
 
+def _or_fallback(result: Any, fallback: T) -> Any | T:
+    """A command's reply, or `fallback` when Redis was unusable or refused it."""
+    return fallback if result is _FAILED or isinstance(result, Exception) else result
+
+
 class ResilientRedis:
     """The process's Redis client, or none; every use goes through `run`."""
 
@@ -153,8 +158,7 @@ class ResilientRedis:
         """One Redis command (`"GET", key`), pipelined with the others issued in
         this event-loop turn; `fallback` when Redis is unusable or the command
         failed."""
-        result = await self._queue(args)
-        return fallback if result is _FAILED or isinstance(result, Exception) else result
+        return _or_fallback(await self._queue(args), fallback)
 
     async def script(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], fallback: T
@@ -166,7 +170,7 @@ class ResilientRedis:
         if isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"):
             loaded = await self.run(lambda client: client.script_load(script.script), _FAILED)
             result = _FAILED if loaded is _FAILED else await self._queue(command)
-        return fallback if result is _FAILED or isinstance(result, Exception) else result
+        return _or_fallback(result, fallback)
 
     async def _queue(self, command: Command) -> Any:
         """Join this turn's batch, or start one: yield once so that the commands

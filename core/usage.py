@@ -59,12 +59,10 @@ def _row(event: UsageEvent) -> dict[str, Any]:
 
 def _record(event: UsageEvent) -> tuple[Any, ...]:
     """The COPY tuple, in `_EVENT_FIELDS` order (numerics as Decimal for asyncpg)."""
-    row = [getattr(event, name) for name in _EVENT_FIELDS]
-    row[_COST], row[_LATENCY] = Decimal(repr(event.cost_usd)), Decimal(repr(event.latency_ms))
-    return tuple(row)
-
-
-_COST, _LATENCY = _EVENT_FIELDS.index("cost_usd"), _EVENT_FIELDS.index("latency_ms")
+    row = _row(event)
+    row["cost_usd"] = Decimal(repr(event.cost_usd))
+    row["latency_ms"] = Decimal(repr(event.latency_ms))
+    return tuple(row.values())
 
 
 class UsageRecorder:
@@ -125,14 +123,17 @@ class UsageRecorder:
     async def _write(self, batch: list[UsageEvent]) -> None:
         async with self.sessions() as session:
             if self.copy:
+                # In its own transaction: asyncpg prepares a type lookup before the
+                # COPY, and behind PgBouncer (transaction pooling) both must reach
+                # the same server connection.
                 connection = await session.connection()
-                raw = await connection.get_raw_connection()
-                await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                    UsageRecord.__tablename__,
-                    records=[_record(e) for e in batch],
-                    columns=_EVENT_FIELDS,
-                )
-                await session.commit()
+                driver: Any = (await connection.get_raw_connection()).driver_connection
+                async with driver.transaction():
+                    await driver.copy_records_to_table(
+                        UsageRecord.__tablename__,
+                        records=[_record(e) for e in batch],
+                        columns=_EVENT_FIELDS,
+                    )
                 return
             async with session.begin():
                 await session.execute(insert(UsageRecord), [_row(e) for e in batch])

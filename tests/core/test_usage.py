@@ -14,6 +14,7 @@ from sqlalchemy import select
 from core.usage import UsageEvent, UsageRecorder, usage_summary
 from database.engine import EngineOptions, create_engine, session_factory
 from database.models import UsageRecord
+from tests.support.servers import PostgresServer
 
 
 def event(i: int, *, cost: float = 0.000123456, tenant: str = "acme") -> UsageEvent:
@@ -105,5 +106,32 @@ async def test_steady_traffic_is_written_in_few_large_batches(migrated_postgres_
             written = len((await session.execute(select(UsageRecord.id))).all())
         assert written == sent
         assert recorder.writes <= 20, f"{recorder.writes} statements for {sent} rows"
+    finally:
+        await engine.dispose()
+
+
+async def test_rows_recorded_while_postgres_is_down_are_written_when_it_returns(
+    migrated_postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    engine = create_engine(EngineOptions(url=migrated_postgres_url))
+    sessions = session_factory(engine)
+    recorder = UsageRecorder(sessions, flush_seconds=60)
+    try:
+        recorder.record(event(0))
+        await recorder.flush()
+        postgres_server.stop()
+        try:
+            for i in range(1, 6):
+                recorder.record(event(i))
+            await recorder.flush()  # fails: the batch is kept, nothing raised
+            assert len(recorder.queue) == 5 and recorder.failing
+        finally:
+            postgres_server.start()
+        await engine.dispose()  # connections to the stopped server are gone
+        await recorder.flush()
+        assert recorder.queue == [] and not recorder.failing
+        async with sessions() as session:
+            ids = (await session.execute(select(UsageRecord.request_id))).scalars().all()
+        assert sorted(ids) == [f"req-{i}" for i in range(6)], "no row lost, none twice"
     finally:
         await engine.dispose()
