@@ -222,17 +222,17 @@ def access_line(level: int, fields: dict[str, Any]) -> None:
     cost (it runs on every request; docs/PERFORMANCE.md). The caller passes the
     request's context (`request_id`) in `fields`: collecting structlog's
     contextvars walks every context variable of the task, ~10 us in a worker.
-    Only `path` comes from the client, so only it is scanned for secrets."""
+    Every text value is scanned for secrets: the path and the request id come
+    from the client."""
     if level < _output.level:
         return
     name = logging.getLevelName(level).lower()
     if not _output.json:
         getattr(_access, name)("request", **fields)
         return
-    event: dict[str, Any] = {"event": "request", **fields}
-    path = event.get("path")
-    if isinstance(path, str):
-        event["path"] = redactor.scrub_text(path)
+    event: dict[str, Any] = {"event": "request"}
+    for key, value in fields.items():
+        event[key] = redactor.scrub_text(value) if isinstance(value, str) else value
     event["level"] = name
     event["logger"] = _ACCESS_LOGGER
     event["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")

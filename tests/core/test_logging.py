@@ -104,11 +104,14 @@ def test_access_line_matches_structlog_lines_redacts_the_path_and_honours_the_le
             logging.INFO, {**fields, "path": "/x/sk-proj-AbCdEf0123456789/configured-secret-value"}
         )
         access_line(logging.DEBUG, {**fields, "path": "/live"})
+        echoed = {**fields, "request_id": "sk-proj-AbCdEf0123456789", "path": "/x"}
+        access_line(logging.INFO, echoed)  # a client may send its key as X-Request-ID
     finally:
         structlog.contextvars.clear_contextvars()
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
-    assert len(lines) == 2, "a DEBUG access line is dropped at LOG_LEVEL=INFO"
-    by_structlog, fast = lines
+    assert len(lines) == 3, "a DEBUG access line is dropped at LOG_LEVEL=INFO"
+    by_structlog, fast, echoed_line = lines
+    assert "AbCdEf0123456789" not in echoed_line["request_id"]
     assert set(fast) == set(by_structlog) | {"route", "duration_ms", "path"}
     assert fast["request_id"] == by_structlog["request_id"] == "req-1"
     assert (fast["level"], fast["logger"], fast["event"]) == ("info", "skygate.access", "request")
