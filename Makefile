@@ -37,7 +37,7 @@ migrate: $(VENV)/.runtime  ## apply database migrations (DATABASE_URL, default .
 run: migrate  ## serve on http://127.0.0.1:8000 with the embedded defaults
 	$(BIN)/python main_enterprise.py
 
-serve: migrate  ## serve as in production: gunicorn with uvicorn workers on 0.0.0.0:$$PORT
+serve: migrate  ## serve as in production: gunicorn on $$HOST:$$PORT (0.0.0.0 needs ADMIN_API_KEY)
 	$(BIN)/gunicorn -c gunicorn.conf.py main_enterprise:app
 
 # -- testing ------------------------------------------------------------------

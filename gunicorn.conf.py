@@ -1,7 +1,8 @@
 """gunicorn settings for Skygate: `gunicorn -c gunicorn.conf.py main_enterprise:app`.
 
 - uvicorn workers (`core.serving.SkygateWorker`), `WEB_CONCURRENCY` of them (2);
-- bind 0.0.0.0:$PORT (Render sets PORT);
+- bind $HOST:$PORT (0.0.0.0 by default; Render sets PORT); beyond loopback it
+  refuses to start in development without ADMIN_API_KEY (auth would be off);
 - timeout 120 s, graceful timeout `GRACEFUL_TIMEOUT` (30 s) covering the
   readiness drain (`SHUTDOWN_DRAIN_SECONDS`) plus in-flight requests;
 - workers recycled after `MAX_REQUESTS` (50000) + up to `MAX_REQUESTS_JITTER` requests;
@@ -19,20 +20,22 @@ must be created in the workers, after PROMETHEUS_MULTIPROC_DIR is set.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 # Validate first: a bad environment must stop the master, not each worker.
 from core import balance
-from core.config import load_settings
+from core.config import OPEN_ACCESS_WARNING, ConfigurationError, Settings, load_settings
 from core.logging import configure_logging, logging_dict
 
 _settings = load_settings()  # raises ConfigurationError (exit 1, message on stderr)
 if _settings.router_config:
-    from core.config import ConfigurationError
     from core.llm.config import RouterConfigError, load_router_config
 
     try:
@@ -40,7 +43,33 @@ if _settings.router_config:
     except RouterConfigError as _error:
         raise ConfigurationError(f"ROUTER_CONFIG is invalid:\n{_error}") from None
 
-bind = f"0.0.0.0:{_settings.port}"
+
+def _loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name or 0.0.0.0-style wildcard: reachable from elsewhere
+        return False
+
+
+def _bind(settings: Settings) -> str:
+    """HOST:PORT, refused beyond loopback while auth is off (development without
+    ADMIN_API_KEY): the LLM routes would be open to the network."""
+    host = settings.host.strip()
+    if not settings.auth_enabled and not _loopback(host):
+        raise ConfigurationError(
+            "Skygate configuration is invalid:\n"
+            f"  ADMIN_API_KEY: must be set to serve on HOST={host} (beyond loopback); "
+            "without it authentication is off and the LLM routes are open to anyone "
+            "who can connect. Set ADMIN_API_KEY, or HOST=127.0.0.1 for a local server."
+        )
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6
+    return f"{host}:{settings.port}"
+
+
+bind = _bind(_settings)
 workers = _settings.web_concurrency
 worker_class = "core.serving.SkygateWorker"
 timeout = 120
@@ -48,7 +77,9 @@ graceful_timeout = _settings.graceful_timeout
 keepalive = 75  # above common load balancer idle timeouts (Render's is 60 s)
 max_requests = _settings.max_requests
 max_requests_jitter = _settings.max_requests_jitter
-forwarded_allow_ips = _settings.forwarded_allow_ips
+# FORWARDED_ALLOW_IPS / FORWARDED_TRUSTED_HOPS are applied by core.forwarding in the
+# app (uvicorn's proxy-header middleware is off: under `*` it trusts the leftmost,
+# client-written X-Forwarded-For entry).
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
 accesslog = None
 logconfig_dict = logging_dict(json_logs=_settings.json_logs, level=_settings.log_level)
@@ -67,6 +98,8 @@ def on_starting(server: Any) -> None:
     configure_logging(
         json_logs=_settings.json_logs, level=_settings.log_level, secrets=_settings.secret_values()
     )
+    if not _settings.auth_enabled:  # here once, not per worker (create_app skips it under gunicorn)
+        structlog.get_logger("skygate.auth").warning("auth_disabled", detail=OPEN_ACCESS_WARNING)
     os.environ["SKYGATE_MASTER_PID"] = str(os.getpid())
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:

@@ -8,6 +8,7 @@ opens a connection at import time: resources open in the lifespan.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,12 @@ from fastapi import FastAPI
 
 from api import metrics as metrics_api
 from api import probes, root
+from api.openapi import install_openapi
 from api.v1 import ROUTERS as V1_ROUTERS
 from core import metrics
-from core.config import Settings, load_settings
+from core.config import OPEN_ACCESS_WARNING, Settings, load_settings
 from core.errors import install_exception_handlers
+from core.forwarding import ForwardedPolicy
 from core.health import Lifecycle
 from core.logging import configure_logging
 from core.middleware import BodySizeLimitMiddleware, CORSMiddleware, RequestContextMiddleware
@@ -52,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database=services.engine.dialect.name,
             redis=services.redis.state,
         )
+        if not settings.auth_enabled and not os.environ.get(metrics.MASTER_PID_ENV):
+            # Once per server: under gunicorn the master has said it already.
+            log.warning("auth_disabled", detail=OPEN_ACCESS_WARNING)
         try:
             yield
         finally:
@@ -70,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.lifecycle = lifecycle
     install_exception_handlers(app)
+    install_openapi(app)
 
     # Middleware, innermost first (each add_middleware wraps the previous):
     # RequestContext -> CORS -> BodySizeLimit -> routes.
@@ -81,7 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_reject=lambda origin: metrics.SECURITY_EVENTS.labels("cors_origin_rejected").inc(),
     )
     app.add_middleware(
-        RequestContextMiddleware, enable_metrics=settings.enable_metrics, lifecycle=lifecycle
+        RequestContextMiddleware,
+        enable_metrics=settings.enable_metrics,
+        lifecycle=lifecycle,
+        forwarded=ForwardedPolicy(
+            settings.forwarded_allow_ips, hops=settings.forwarded_trusted_hops
+        ),
     )
 
     for router in V1_ROUTERS:
@@ -94,17 +106,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _run_embedded() -> None:
-    """`python main_enterprise.py`: one uvicorn process on 127.0.0.1:$PORT."""
+    """`python main_enterprise.py`: one uvicorn process on 127.0.0.1:$PORT, with the
+    gunicorn workers' HTTP protocol (header and body limits, one write a response)."""
     import uvicorn
+
+    from core.serving import HttpLimits, SkygateHttpProtocol
 
     settings = load_settings()
     uvicorn.run(
         create_app(settings),
         host="127.0.0.1",
         port=settings.port,
+        http=SkygateHttpProtocol.with_limits(HttpLimits.from_settings(settings)),
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # core.forwarding applies X-Forwarded-For by hop count
     )
 
 

@@ -3,7 +3,9 @@
 `PrincipalDep` authenticates (API key, JWT or the admin key) and applies the
 request-rate limits of that principal; the limit headers of the decision are
 kept on `request.state.limit_headers` for the route to send. `AdminDep`
-additionally requires an admin principal. `CallerDep` (the LLM routes)
+additionally requires an admin principal (no credential is never one).
+`operator_access` tells whether a request carries the metrics token, the
+admin key or an admin JWT, without any I/O (`/metrics`, `/health`). `CallerDep` (the LLM routes)
 authenticates and hands the route a `RequestAdmission` to await later, so the
 pipeline can send the limit check in the same Redis round trip as its cache
 lookup; the route still awaits it before answering any error, so every
@@ -20,6 +22,7 @@ from core import metrics
 from core.auth import Principal
 from core.errors import PermissionDeniedError
 from core.rate_limit import rate_limit_error
+from core.security import constant_time_equals
 
 
 def presented_credential(request: Request) -> str | None:
@@ -79,11 +82,31 @@ async def admit(request: Request) -> Principal:
     return principal
 
 
-async def require_admin(principal: Annotated[Principal, Depends(admit)]) -> Principal:
-    if not principal.admin:
-        metrics.SECURITY_EVENTS.labels("admin_forbidden").inc()
-        raise PermissionDeniedError("This endpoint requires the admin key or an admin token.")
-    return principal
+async def require_admin(
+    request: Request, principal: Annotated[Principal, Depends(admit)]
+) -> Principal:
+    if principal.admin:
+        return principal
+    metrics.SECURITY_EVENTS.labels("admin_forbidden").inc()
+    if request.app.state.services.auth.admin_key is None:
+        raise PermissionDeniedError(
+            "The admin endpoints are disabled: no ADMIN_API_KEY is configured. "
+            "Set ADMIN_API_KEY and present it as 'Authorization: Bearer <key>'.",
+            code="admin_disabled",
+        )
+    raise PermissionDeniedError("This endpoint requires the admin key or an admin token.")
+
+
+def operator_access(request: Request) -> bool:
+    """Whether the request carries the metrics token, the admin key or a current
+    admin JWT (compared in constant time; no database, no Redis)."""
+    credential = presented_credential(request)
+    if not credential:
+        return False
+    token = request.app.state.settings.metrics_token
+    if token is not None and constant_time_equals(credential, token.get_secret_value()):
+        return True
+    return bool(request.app.state.services.auth.is_admin_credential(credential))
 
 
 PrincipalDep = Annotated[Principal, Depends(admit)]

@@ -1,6 +1,12 @@
 """`GET /metrics`: Prometheus exposition, summed over every gunicorn worker;
 `GET /metrics/cache`: the response cache's numbers as JSON.
 
+Both show deployment names, costs and security counters, so outside
+development they need `Authorization: Bearer <METRICS_TOKEN>` (or the admin
+key, or an admin JWT) unless METRICS_PUBLIC=true says they are public; in
+development they are open until METRICS_TOKEN is set. Wrong credentials count
+towards the client address's failed-authentication throttle.
+
 Plain `def` handlers: reading the multiprocess files is blocking I/O, so
 FastAPI runs them in the thread pool instead of on the event loop.
 """
@@ -12,28 +18,41 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from api import openapi
+from api.deps import client_ip, operator_access, presented_credential
+from core.config import Settings
 from core.errors import AuthenticationError
 from core.metrics import SECURITY_EVENTS, counter_totals, render_latest
-from core.security import constant_time_equals
 from core.services import ServicesDep
 
 router = APIRouter(tags=["metrics"])
 
 
+def metrics_public(settings: Settings) -> bool:
+    """Served without a credential: METRICS_PUBLIC=true, or development without
+    METRICS_TOKEN."""
+    return settings.metrics_public or (
+        settings.metrics_token is None and settings.environment == "development"
+    )
+
+
 async def require_metrics_token(request: Request) -> None:
-    """With METRICS_TOKEN set, scrapes must send `Authorization: Bearer <token>`."""
-    token = request.app.state.settings.metrics_token
-    if token is None:
+    if metrics_public(request.app.state.settings):
         return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not constant_time_equals(
-        presented.strip(), token.get_secret_value()
-    ):
-        SECURITY_EVENTS.labels("metrics_auth_failed").inc()
-        raise AuthenticationError(
-            "Scraping /metrics requires the metrics bearer token.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    throttle = request.app.state.services.auth.throttle
+    address = client_ip(request)
+    if throttle is not None:
+        await throttle.check(address)
+    if operator_access(request):
+        return
+    SECURITY_EVENTS.labels("metrics_auth_failed").inc()
+    if throttle is not None and presented_credential(request):
+        await throttle.failed(address)
+    raise AuthenticationError(
+        "Scraping /metrics requires the metrics token (METRICS_TOKEN) or the admin key "
+        "as 'Authorization: Bearer <token>'.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
@@ -42,7 +61,11 @@ def prometheus_metrics() -> Response:
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/metrics/cache", dependencies=[Depends(require_metrics_token)])
+@router.get(
+    "/metrics/cache",
+    dependencies=[Depends(require_metrics_token)],
+    responses=openapi.ok(openapi.CacheStats, 401, 429),
+)
 def cache_metrics(services: ServicesDep) -> dict[str, Any]:
     totals = counter_totals("redis_cache_hits", "redis_cache_misses")
     hits, misses = totals["redis_cache_hits"], totals["redis_cache_misses"]

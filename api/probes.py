@@ -1,28 +1,36 @@
 """Probes: `/live` (no I/O), `/ready` (can serve traffic), `/health` (deep status).
 
-Never authenticated, never rate limited, cheap by construction: readiness and
-health results are cached for a second by `core.health.HealthMonitor`.
+Never refused, never rate limited, cheap by construction: readiness and health
+results are cached for a second by `core.health.HealthMonitor`. `/health`
+gives everyone each service's state and latency; the details (backends, model
+groups, deployments cooling down) only to a caller presenting the metrics
+token, the admin key or an admin JWT — anyone else, a wrong credential
+included, gets the short form, never a 401 (probes carry no credentials).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api import openapi
+from api.deps import client_ip, operator_access, presented_credential
+from core.errors import RateLimitError
+from core.health import public_services
 from core.services import ServicesDep
 
 router = APIRouter(tags=["probes"])
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/live")
+@router.get("/live", responses=openapi.ok(openapi.Live))
 async def live() -> JSONResponse:
     return JSONResponse({"alive": True}, headers=NO_STORE)
 
 
-@router.get("/ready")
+@router.get("/ready", responses={**openapi.ok(openapi.Ready), **openapi.unavailable(openapi.Ready)})
 async def ready(services: ServicesDep) -> JSONResponse:
     ok, reasons = await services.health.readiness()
     if ok:
@@ -30,16 +38,38 @@ async def ready(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"ready": False, "reasons": reasons}, status_code=503, headers=NO_STORE)
 
 
-@router.get("/health")
-async def health(services: ServicesDep) -> JSONResponse:
+async def _detailed(request: Request, services: ServicesDep) -> bool:
+    """Whether to show the details; a wrong credential counts as a failed
+    authentication (the long form must not be an oracle for guessing tokens)."""
+    if not presented_credential(request):
+        return False
+    throttle = services.auth.throttle
+    address = client_ip(request)
+    try:
+        if throttle is not None:
+            await throttle.check(address)
+    except RateLimitError:
+        return False
+    if operator_access(request):
+        return True
+    if throttle is not None:
+        await throttle.failed(address)
+    return False
+
+
+@router.get(
+    "/health", responses={**openapi.ok(openapi.Health), **openapi.unavailable(openapi.Health)}
+)
+async def health(request: Request, services: ServicesDep) -> JSONResponse:
     report: dict[str, Any] = await services.health.health()
     settings = services.settings
+    detailed = await _detailed(request, services)
     body = {
         "status": report["status"],
         "version": settings.version,
         "environment": settings.environment,
         "uptime_seconds": services.lifecycle.uptime_seconds,
-        "services": report["services"],
+        "services": report["services"] if detailed else public_services(report["services"]),
     }
     status = 503 if report["status"] == "unhealthy" else 200
     return JSONResponse(body, status_code=status, headers=NO_STORE)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api import openapi
 from core.services import ServicesDep
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/")
+@router.get("/", responses=openapi.ok(openapi.Root))
 async def root(services: ServicesDep) -> dict[str, object]:
     settings = services.settings
     return {

@@ -25,7 +25,8 @@ Modes (per model; model ``"*"`` is the fallback for models without their own ent
 ``ok``; ``slow`` (``delay_ms``, ``chunk_delay_ms``); ``status`` (``status``, ``retry_after``,
 optional ``message``/``error_type``/``code``); ``fail_times`` (``count``, ``status``, same
 extras); ``hang``; ``cut`` (``after_chunks``); ``garbage``; ``content_filter``. ``delay_ms`` and
-``chunk_delay_ms`` are accepted by every mode.
+``chunk_delay_ms`` are accepted by every mode. A chat request with ``"logprobs": true`` gets
+OpenAI's ``logprobs`` object (one entry per streamed piece of text).
 
 Speed: a request's answer is derived from its raw body, and what can be precomputed from that body
 (serialised response minus id and timestamp, stream chunks) is cached by the body bytes, so
@@ -123,7 +124,7 @@ class _Behaviour:
     delay: float = 0.0  # seconds, before the answer
     chunk_delay: float = 0.0  # seconds, between stream chunks
     status: int = 500
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as is (odd values, for tests)
     message: str | None = None
     error_type: str | None = None
     code: str | None = None
@@ -160,7 +161,8 @@ def _make_behaviour(mode: str, params: dict[str, Any]) -> _Behaviour:
     if not 400 <= b.status <= 599:
         raise ValueError(f"status must be an HTTP error status, not {b.status}")
     if params.get("retry_after") is not None:
-        b.retry_after = float(params["retry_after"])
+        value = params["retry_after"]
+        b.retry_after = value if isinstance(value, str) else float(value)
     for key in ("message", "error_type", "code"):
         if params.get(key) is not None:
             setattr(b, key, str(params[key]))
@@ -242,6 +244,15 @@ def _first_tool_name(tools: Any, anthropic: bool) -> str:
     return name if isinstance(name, str) else "tool"
 
 
+def _logprobs(pieces: list[str]) -> dict[str, Any]:
+    """OpenAI's `logprobs` object for `pieces` (a fixed log probability per token)."""
+    content = [
+        {"token": p, "logprob": -0.25, "bytes": list(p.encode()), "top_logprobs": []}
+        for p in pieces
+    ]
+    return {"content": content, "refusal": None}
+
+
 def _tail(obj: dict[str, Any]) -> bytes:
     """A JSON object's bytes without the opening brace, to follow a templated head."""
     return orjson.dumps(obj)[1:]
@@ -281,6 +292,8 @@ def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
     }
     finish_reason = "tool_calls" if wants_tool else "stop"
     plan = _ChatPlan(model=model, stream=stream)
+    pieces = _PIECE.findall(reply)
+    logprobs = data.get("logprobs") is True and not wants_tool
 
     if not stream:
         message: dict[str, Any] = {"role": "assistant", "content": reply, "refusal": None}
@@ -296,7 +309,12 @@ def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
 
         def body(finish: str) -> bytes:
             choices = [
-                {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": _logprobs(pieces) if logprobs else None,
+                    "finish_reason": finish,
+                }
                 for i in range(n)
             ]
             return _tail(
@@ -311,14 +329,21 @@ def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
-    def chunks(deltas: list[tuple[dict[str, Any], str | None]]) -> tuple[bytes, ...]:
+    def chunks(
+        deltas: list[tuple[dict[str, Any], str | None]], with_logprobs: bool = False
+    ) -> tuple[bytes, ...]:
         return tuple(
             _tail(
                 {
                     "object": "chat.completion.chunk",
                     "model": model,
                     "choices": [
-                        {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+                        {
+                            "index": i,
+                            "delta": delta,
+                            "logprobs": _logprobs([delta["content"]]) if with_logprobs else None,
+                            "finish_reason": finish,
+                        }
                     ],
                     **extra,
                 }
@@ -344,7 +369,7 @@ def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
         plan.pieces = chunks(deltas)
     else:
         plan.role = chunks([({"role": "assistant", "content": ""}, None)])
-        plan.pieces = chunks([({"content": piece}, None) for piece in _PIECE.findall(reply)])
+        plan.pieces = chunks([({"content": piece}, None) for piece in pieces], logprobs)
     usage_chunk: tuple[bytes, ...] = ()
     if include_usage:
         usage_chunk = (
@@ -539,7 +564,7 @@ def _error(
     status: int,
     message: str,
     *,
-    retry_after: float | None = None,
+    retry_after: float | str | None = None,
     error_type: str | None = None,
     code: str | None = None,
 ) -> web.Response:
@@ -561,7 +586,9 @@ def _error(
             }
         }
     response = _json(payload, status)
-    if retry_after is not None:
+    if isinstance(retry_after, str):
+        response.headers["Retry-After"] = retry_after
+    elif retry_after is not None:
         value = int(retry_after) if retry_after == int(retry_after) else retry_after
         response.headers["Retry-After"] = str(value)
     return response

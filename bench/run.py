@@ -417,6 +417,8 @@ def skygate_env(
         "RATE_LIMIT_PER_HOUR": "100000000",
         "ENABLE_CACHE": "true",
         "ENABLE_METRICS": "true",
+        "METRICS_TOKEN": creds.admin_key,  # production refuses to start without one
+        "HOST": HOST,
         "WEB_CONCURRENCY": str(WORKERS),
         "PORT": str(port),
         "LOG_LEVEL": log_level,

@@ -9,9 +9,11 @@ Redis's expiry). The key is
 a SHA-256 over a versioned canonical form (sorted-key JSON) of the tenant, the
 endpoint, the model group after alias resolution, and every request parameter
 except those that cannot change the output (`stream`, `stream_options`,
-`user`, `metadata`, `store`). Two tenants never share an entry. What may be
-stored (no errors, no truncated streams, no filtered answers) is decided by the
-caller; this module only stores bytes.
+`user`, `metadata`, `store`). Two tenants never share an entry, and a streamed
+and a non-streaming request with the same parameters share one. What may be
+stored (no errors, no truncated streams, no filtered answers, an answer
+assembled from a stream only with every field a non-streaming one has: see
+`core.streams`) is decided by the caller; this module only stores bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import orjson
 from core import metrics
 from core.redis import ResilientRedis
 
-KEY_VERSION = 1
+# 2: entries written under 1 may be answers assembled from streams without their
+# logprobs (and other fields the assembler dropped); they are never read again.
+KEY_VERSION = 2
 KEY_PREFIX = f"skygate:cache:v{KEY_VERSION}:"
 NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "model"})
 MAX_ENTRY_BYTES = 1024 * 1024

@@ -2,9 +2,11 @@
 
 One request, top to bottom: validate -> resolve the model group -> cache lookup
 -> router (retries, fallbacks) -> cache store -> usage -> metrics. Each step is
-one call into a module that does one thing and never calls back. Transport
-(HTTP, WebSocket) is the caller's business: this module returns bytes and
-headers, or an async iterator of SSE events.
+one call into a module that does one thing and never calls back. Every upstream
+call runs inside a ledger (`core.ledger`) that writes its one usage record and
+settles limits and spend however the call ends. Transport (HTTP, WebSocket) is
+the caller's business: this module returns bytes and headers, or SSE events
+that the transport must `aclose()` when its response ends.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +32,15 @@ from core import metrics
 from core.admission import Admission, Caller, TokenGrant
 from core.cache import CacheDirectives, ResponseCache, cache_key
 from core.errors import NotFoundError
-from core.llm.failures import failure_outcome, to_gateway_error
+from core.ledger import Accounts, Ledger, MeteredStream, prompt_tokens
+from core.llm.failures import to_gateway_error
 from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
-from core.llm.types import Chunk, Deployment, ProviderError, Usage
+from core.llm.types import Chunk, Deployment, ProviderError
 from core.schemas import validate_chat, validate_embeddings
 from core.streams import (
     DONE,
     HEARTBEAT,
     StreamAssembler,
-    aiter_of,
     cacheable,
     client_payload,
     pump,
@@ -39,7 +48,7 @@ from core.streams import (
     sse,
     sse_error,
 )
-from core.usage import UsageEvent, UsageRecorder
+from core.usage import UsageRecorder
 
 log = structlog.get_logger("skygate.completions")
 Admit = Callable[[], Awaitable[None]]
@@ -54,7 +63,10 @@ class Answer:
 
 @dataclass(slots=True)
 class StreamAnswer:
-    events: AsyncIterator[bytes]
+    """SSE events. The transport must `aclose()` them however its response ends
+    (the upstream call stops and its ledger settles then)."""
+
+    events: MeteredStream | AsyncGenerator[bytes, None]
     headers: dict[str, str]
 
 
@@ -97,6 +109,9 @@ class CompletionService:
         self.heartbeat_seconds = heartbeat_seconds
         self.demo = demo
         self._background: set[asyncio.Task[None]] = set()
+        self.accounts = Accounts(
+            usage=usage, admission=admission, router=router, background=self._in_background
+        )
 
     # -- entry points -----------------------------------------------------------
     async def chat(
@@ -110,30 +125,38 @@ class CompletionService:
         request = validate_chat(body)
         req = _Request(caller, self._resolve(request.model), "chat", body, directives)
         await self.admission.authorize(req.caller, req.group)
-        include_usage = bool(request.stream and (request.stream_options or {}).get("include_usage"))
+        options = body.get("stream_options")  # the validated body, whatever model holds it
+        include_usage = bool(
+            request.stream and isinstance(options, dict) and options.get("include_usage")
+        )
         key = self._key(req)
         max_tokens = request.max_completion_tokens or request.max_tokens or DEFAULT_TOKEN_ESTIMATE
-        prompt = len(orjson.dumps(body.get("messages"))) // 4
+        prompt = prompt_tokens(body.get("messages"))
         estimate = prompt + max_tokens * (request.n or 1)
         cached = await self._gate(req, key, admit, estimate)
         if cached is not None:
             data = orjson.loads(cached)
-            self._account(req, None, Usage.from_openai(data.get("usage")), "success")
+            self.accounts.hit(req, data.get("usage"))
             if request.stream:
                 return StreamAnswer(
-                    aiter_of(replay(data, include_usage=include_usage)), self._headers(req, None)
+                    _events(replay(data, include_usage=include_usage)), self._headers(req, None)
                 )
             return Answer(cached, self._headers(req, None))
         upstream_body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         if request.stream:
-            return Upstream(self._stream(req, upstream_body, key, include_usage))
-        return Upstream(self._complete(req, upstream_body, key))
+            return Upstream(self._stream(req, upstream_body, key, include_usage, prompt))
+        return Upstream(self._complete(req, upstream_body, key, prompt))
 
-    async def _complete(self, req: _Request, body: dict[str, Any], key: str | None) -> Answer:
-        completion, deployment = await self._call(req, self.router.complete(req.group, body))
+    async def _complete(
+        self, req: _Request, body: dict[str, Any], key: str | None, prompt: int
+    ) -> Answer:
+        with self.accounts.open(req, prompt_estimate=prompt) as ledger:
+            completion, deployment = await self._call(
+                req, ledger, self.router.complete(req.group, body, attempts=ledger.attempts)
+            )
+            ledger.answered(deployment, completion.data)
         if key is not None and req.directives.store and cacheable(completion.data):
             self._in_background(self.cache.set(key, completion.body, req.directives.ttl))
-        self._account(req, deployment, completion.usage, "success")
         return Answer(completion.body, self._headers(req, deployment))
 
     async def embeddings(
@@ -147,20 +170,21 @@ class CompletionService:
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
         await self.admission.authorize(req.caller, req.group)
         key = self._key(req)
-        estimate = len(orjson.dumps(request.input)) // 4 + 1
+        estimate = prompt_tokens(request.input)
         cached = await self._gate(req, key, admit, estimate)
         if cached is not None:
-            self._account(
-                req, None, Usage.from_openai(orjson.loads(cached).get("usage")), "success"
-            )
+            self.accounts.hit(req, orjson.loads(cached).get("usage"))
             return Answer(cached, self._headers(req, None))
-        return Upstream(self._embed(req, key))
+        return Upstream(self._embed(req, key, estimate))
 
-    async def _embed(self, req: _Request, key: str | None) -> Answer:
-        result, deployment = await self._call(req, self.router.embed(req.group, dict(req.body)))
+    async def _embed(self, req: _Request, key: str | None, prompt: int) -> Answer:
+        with self.accounts.open(req, prompt_estimate=prompt) as ledger:
+            result, deployment = await self._call(
+                req, ledger, self.router.embed(req.group, dict(req.body), attempts=ledger.attempts)
+            )
+            ledger.answered(deployment, result.data)
         if key is not None and req.directives.store:
             self._in_background(self.cache.set(key, result.body, req.directives.ttl))
-        self._account(req, deployment, result.usage, "success")
         return Answer(result.body, self._headers(req, deployment))
 
     # -- steps ---------------------------------------------------------------------
@@ -232,45 +256,72 @@ class CompletionService:
         req.cache_status = "hit" if cached is not None else "miss"
         return cached
 
-    async def _call(self, req: _Request, call: Any) -> Any:
+    async def _call(self, req: _Request, ledger: Ledger, call: Any) -> Any:
         started = time.perf_counter()
         try:
             return await call
         except (ProviderError, NoDeploymentAvailable) as error:
-            self._account(req, None, Usage(), failure_outcome(error))
+            ledger.failed(error)
             raise to_gateway_error(error) from None
         finally:
             req.upstream_seconds += time.perf_counter() - started
 
     async def _stream(
-        self, req: _Request, body: dict[str, Any], key: str | None, include_usage: bool
+        self, req: _Request, body: dict[str, Any], key: str | None, include_usage: bool, prompt: int
     ) -> StreamAnswer:
-        opening = asyncio.ensure_future(self.router.open_stream(req.group, body))
-        started = time.perf_counter()
-        done, _ = await asyncio.wait({opening}, timeout=self.heartbeat_seconds)
-        req.upstream_seconds += time.perf_counter() - started
-        if done:  # errors before any byte is sent get their real HTTP status
-            try:
-                handle = opening.result()
-            except (ProviderError, NoDeploymentAvailable) as error:
-                self._account(req, None, Usage(), failure_outcome(error))
-                raise to_gateway_error(error) from None
-            return StreamAnswer(
-                self._relay(req, handle, key, include_usage), self._headers(req, handle.deployment)
-            )
+        """Open the upstream stream. The ledger settles here if opening fails or
+        is abandoned; once the events are handed out, they settle it."""
+        ledger = self.accounts.open(req, prompt_estimate=prompt, stream=True)
+        opening = asyncio.ensure_future(
+            self.router.open_stream(req.group, body, attempts=ledger.attempts)
+        )
+        try:
+            started = time.perf_counter()
+            done, _ = await asyncio.wait({opening}, timeout=self.heartbeat_seconds)
+            req.upstream_seconds += time.perf_counter() - started
+            deployment = None
+            if done:  # errors before any byte is sent get their real HTTP status
+                try:
+                    deployment = opening.result().deployment
+                except (ProviderError, NoDeploymentAvailable) as error:
+                    ledger.failed(error)
+                    raise to_gateway_error(error) from None
+        except BaseException as error:
+            self._discard(opening)
+            ledger.ended(error)
+            raise
+        events = self._relay(req, ledger, opening, key, include_usage)
         return StreamAnswer(
-            self._relay_late(req, opening, key, include_usage), self._headers(req, None)
+            MeteredStream(events, ledger, lambda: self._discard(opening)),
+            self._headers(req, deployment),
         )
 
-    async def _relay_late(
+    def _discard(self, opening: asyncio.Future[StreamHandle]) -> None:
+        """An upstream stream nobody will read: cancel its opening, or close it."""
+        if not opening.done():
+            opening.cancel()
+
+        def close(done: asyncio.Future[StreamHandle]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._in_background(_aclose(done.result().rest))
+
+        opening.add_done_callback(close)
+
+    async def _relay(
         self,
         req: _Request,
+        ledger: Ledger,
         opening: asyncio.Future[StreamHandle],
         key: str | None,
         include_usage: bool,
-    ) -> AsyncIterator[bytes]:
-        """The upstream is slow to start: keep the client's connection alive with
-        comments (no data yet, so retries and fallbacks still happen invisibly)."""
+    ) -> AsyncGenerator[bytes, None]:
+        """Forward chunks as they arrive. While the upstream is slow to start, keep
+        the client's connection alive with comments (no data yet, so retries and
+        fallbacks still happen invisibly); an upstream failure after the first
+        byte ends the stream with an error event, never a clean [DONE]. One
+        generator, not two: each delegation would cost every chunk a hop."""
+        handle: StreamHandle | None = None
+        reader: asyncio.Task[None] | None = None
         try:
             while not opening.done():
                 yield HEARTBEAT
@@ -278,7 +329,7 @@ class CompletionService:
             try:
                 handle = opening.result()
             except (ProviderError, NoDeploymentAvailable) as error:
-                self._account(req, None, Usage(), failure_outcome(error))
+                ledger.failed(error)
                 gateway_error = to_gateway_error(error)
                 yield sse_error(
                     gateway_error.message,
@@ -286,24 +337,11 @@ class CompletionService:
                     error_type=gateway_error.error_type,
                 )
                 return
-            async for event in self._relay(req, handle, key, include_usage):
-                yield event
-        finally:
-            if not opening.done():
-                opening.cancel()
-
-    async def _relay(
-        self, req: _Request, handle: StreamHandle, key: str | None, include_usage: bool
-    ) -> AsyncIterator[bytes]:
-        """Forward chunks as they arrive; an upstream failure after the first byte
-        ends the stream with an error event, never a clean [DONE]."""
-        assembler = StreamAssembler()
-        queue: asyncio.Queue[Chunk | ProviderError | None] = asyncio.Queue()
-        reader = asyncio.create_task(pump(handle, queue))
-        deployment = handle.deployment
-        first = True
-        outcome = "cancelled"
-        try:
+            deployment = ledger.deployment = handle.deployment
+            assembler = StreamAssembler()
+            queue: asyncio.Queue[Chunk | ProviderError | None] = asyncio.Queue()
+            reader = asyncio.create_task(pump(handle, queue))
+            first = True
             while True:
                 try:
                     async with asyncio.timeout(self.heartbeat_seconds):
@@ -314,7 +352,7 @@ class CompletionService:
                 if item is None:
                     break
                 if isinstance(item, ProviderError):
-                    outcome = "stream_cut"
+                    ledger.cut()
                     metrics.LLM_UPSTREAM_ERRORS.labels(deployment.kind, req.group, item.kind).inc()
                     log.warning("stream_cut", deployment=deployment.id, kind=item.kind)
                     yield sse_error(
@@ -322,6 +360,7 @@ class CompletionService:
                         code="stream_interrupted",
                     )
                     return
+                ledger.chunk(item.data)
                 assembler.add(item.data)
                 payload = client_payload(item, include_usage)
                 if payload is None:
@@ -332,27 +371,27 @@ class CompletionService:
                         time.perf_counter() - req.started
                     )
                 yield sse(payload)
-            outcome = "success"
+            ledger.finished()
             yield DONE
-            completion = assembler.completion()
-            if (
-                key is not None
-                and req.directives.store
-                and assembler.complete
-                and cacheable(completion)
-            ):
-                self._in_background(
-                    self.cache.set(key, orjson.dumps(completion), req.directives.ttl)
-                )
+            self._store_stream(req, key, assembler)
+        except BaseException as error:  # GeneratorExit when closed, CancelledError, a bug
+            ledger.ended(error)
+            raise
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            usage = Usage.from_openai(assembler.usage)
-            self.router.count_stream_tokens(
-                deployment, usage.prompt_tokens + usage.completion_tokens
-            )
-            self._account(req, deployment, usage, outcome)
+            ledger.close()  # first, before any await a cancellation could cut short
+            if handle is None:
+                self._discard(opening)
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    def _store_stream(self, req: _Request, key: str | None, assembler: StreamAssembler) -> None:
+        if key is None or not req.directives.store or not assembler.complete:
+            return
+        completion = assembler.completion()
+        if cacheable(completion):
+            self._in_background(self.cache.set(key, orjson.dumps(completion), req.directives.ttl))
 
     # -- accounting ----------------------------------------------------------------
     def _headers(self, req: _Request, deployment: Deployment | None) -> dict[str, str]:
@@ -371,53 +410,25 @@ class CompletionService:
             headers.update(req.grant.headers)
         return headers
 
-    def _account(
-        self, req: _Request, deployment: Deployment | None, usage: Usage, outcome: str
-    ) -> None:
-        elapsed = time.perf_counter() - req.started
-        provider = (
-            deployment.kind if deployment else ("cache" if req.cache_status == "hit" else "none")
-        )
-        cost = 0.0
-        if deployment is not None:
-            cost = self.router.cost(deployment, usage.prompt_tokens, usage.completion_tokens)
-            metrics.LLM_TOKENS.labels(provider, req.group, "prompt").inc(usage.prompt_tokens)
-            metrics.LLM_TOKENS.labels(provider, req.group, "completion").inc(
-                usage.completion_tokens
-            )
-            metrics.LLM_COST.labels(provider, req.group).inc(cost)
-        if cost or req.grant is not None:
-            tokens = usage.prompt_tokens + usage.completion_tokens
-            self._in_background(
-                self.admission.settle(req.caller, req.grant, tokens=tokens, cost=cost)
-            )
-        metrics.LLM_REQUESTS.labels(provider, req.group, outcome).inc()
-        metrics.LLM_DURATION.labels(provider, req.group).observe(elapsed)
-        metrics.GATEWAY_OVERHEAD.labels(req.endpoint).observe(
-            max(elapsed - req.upstream_seconds, 0.0)
-        )
-        self.usage.record(
-            UsageEvent(
-                request_id=req.caller.request_id,
-                tenant=req.caller.tenant,
-                api_key_id=req.caller.api_key_id,
-                model_group=req.group,
-                provider=provider,
-                model=deployment.model if deployment else None,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost_usd=cost,
-                latency_ms=round(elapsed * 1000, 3),
-                cache_status=req.cache_status,
-                outcome=outcome,
-            )
-        )
-
     def _in_background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def close(self) -> None:
+    async def drain(self) -> None:
+        """Wait for the background work started so far (cache stores, settlements)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
+
+
+async def _events(items: Iterable[bytes]) -> AsyncGenerator[bytes, None]:
+    for item in items:
+        yield item
+
+
+async def _aclose(events: AsyncIterator[Chunk]) -> None:
+    with contextlib.suppress(Exception):
+        await events.aclose()  # type: ignore[attr-defined]

@@ -22,6 +22,12 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/skygate.db"
 MIN_SECRET_BYTES = 32
 
 Environment = Literal["development", "staging", "production"]
+# Logged once at start (gunicorn's master, or the embedded server) when auth is off.
+OPEN_ACCESS_WARNING = (
+    "ADMIN_API_KEY is not set: authentication is OFF. The LLM routes are open to anyone "
+    "who can reach this server (as the tenant 'anonymous'), and the admin endpoints are "
+    "disabled. Set ADMIN_API_KEY before serving beyond 127.0.0.1."
+)
 
 
 def normalize_database_url(url: str) -> str:
@@ -73,7 +79,15 @@ class Settings(BaseSettings):
     graceful_timeout: int = Field(default=30, ge=1, le=600)
     max_requests: int = Field(default=50000, ge=0)
     max_requests_jitter: int = Field(default=5000, ge=0)
+    host: str = "0.0.0.0"  # gunicorn's bind address (make serve, Render); tests use loopback
     forwarded_allow_ips: str = "127.0.0.1"
+    forwarded_trusted_hops: int = Field(default=1, ge=0, le=16)
+
+    # -- HTTP parser limits (uvicorn's httptools protocol sets none of its own) ----
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    http_max_headers: int = Field(default=100, ge=8, le=10_000)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pgbouncer: bool = False
@@ -104,6 +118,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=2.0, gt=0, le=5)
     jwt_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
 
     # -- LLM providers and routing ---------------------------------------------
     router_config: str | None = None
@@ -183,6 +199,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_peers(cls, value: str) -> str:
+        from core.forwarding import ForwardedPolicy
+
+        ForwardedPolicy(value, hops=1)  # raises ValueError naming the bad entry
+        return value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _cors_list(cls, value: object) -> object:
@@ -243,6 +267,11 @@ class Settings(BaseSettings):
             problems.append("CORS_ORIGINS must not contain '*' in production")
         if self.debug:
             problems.append("DEBUG must be false in production")
+        if self.enable_metrics and self.metrics_token is None and not self.metrics_public:
+            problems.append(
+                "METRICS_TOKEN must be set in production (scrapers send it as a bearer "
+                "token), or METRICS_PUBLIC=true to serve /metrics without one"
+            )
         if not self.router_config and not self.provider_credentials():
             problems.append(
                 "a provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) or ROUTER_CONFIG "
@@ -263,8 +292,9 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        """Auth is off only in development without ADMIN_API_KEY (warned about at start)."""
-        return self.is_production or self.admin_api_key is not None
+        """Auth is off only in development without ADMIN_API_KEY (warned about at start;
+        the admin endpoints then refuse). Outside development it is always on."""
+        return self.environment != "development" or self.admin_api_key is not None
 
     @cached_property
     def json_logs(self) -> bool:

@@ -3,8 +3,10 @@
 `/ready` answers "send me traffic?": the database answers, migrations are at
 head, the process is not draining. Redis never makes it fail — Skygate serves
 without Redis. `/health` reports each dependency's state and latency for
-humans and dashboards. Both results are cached briefly and computed by one
-caller at a time, so a probe storm costs one database round trip per interval.
+humans and dashboards; the details beyond those two (backends, model groups,
+deployments cooling down) are for operators only (`public_services`). Both
+results are cached briefly and computed by one caller at a time, so a probe
+storm costs one database round trip per interval.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from core.redis import ResilientRedis
 from database.schema import current_revisions
 
 DB_TIMEOUT_SECONDS = 2.0
+PUBLIC_FIELDS = ("status", "latency_ms")
+
+
+def public_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each service's state and latency only: what a probe or a stranger may see
+    (model groups and deployment names tell an attacker what to aim at)."""
+    return {
+        name: {field: report.get(field) for field in PUBLIC_FIELDS}
+        for name, report in services.items()
+    }
 
 
 @dataclass(slots=True)

@@ -33,8 +33,10 @@ from core.errors import (
     PermissionDeniedError,
     error_body,
 )
+from core.forwarding import ForwardedPolicy
 from core.health import Lifecycle
 from core.logging import access_line
+from core.sentry import report_exception
 
 log = structlog.get_logger("skygate.http")
 
@@ -75,15 +77,37 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def apply_forwarded(
+    scope: Scope,
+    policy: ForwardedPolicy,
+    forwarded_for: list[bytes],
+    forwarded_proto: bytes | None,
+) -> None:
+    """Rewrite the scope's client and scheme from a trusted proxy's headers."""
+    peer = (scope.get("client") or (None,))[0]
+    client = policy.client(peer, forwarded_for)
+    if client is not None:
+        scope["client"] = (client, 0)
+    scheme = policy.scheme(peer, forwarded_proto)
+    if scheme is not None:
+        scope["scheme"] = scheme
+
+
 class RequestContextMiddleware:
     """Request id, bound log context, access line and HTTP metrics."""
 
     def __init__(
-        self, app: ASGIApp, *, enable_metrics: bool = True, lifecycle: Lifecycle | None = None
+        self,
+        app: ASGIApp,
+        *,
+        enable_metrics: bool = True,
+        lifecycle: Lifecycle | None = None,
+        forwarded: ForwardedPolicy | None = None,
     ) -> None:
         self.app = app
         self.enable_metrics = enable_metrics
         self.lifecycle = lifecycle or Lifecycle()
+        self.forwarded = forwarded if forwarded is not None and forwarded.active else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,10 +115,17 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         raw_id = None
+        forwarded_for: list[bytes] = []
+        forwarded_proto = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 raw_id = value
-                break
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
+        if self.forwarded is not None and (forwarded_for or forwarded_proto):
+            apply_forwarded(scope, self.forwarded, forwarded_for, forwarded_proto)
         request_id = request_id_from(raw_id)
         scope.setdefault("state", {})["request_id"] = request_id
         # Bound for this request's other log lines, and reset (not cleared: clearing
@@ -123,6 +154,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # the last line of defence: never a traceback to a client
+            report_exception(exc)  # to Sentry, when on: structlog's lines do not reach it
             if response_started:
                 # Starlette re-raises after its error handler answered (and logged).
                 if not scope.get("state", {}).get("error_logged"):

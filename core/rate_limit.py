@@ -19,13 +19,20 @@ narrow departures from slowapi/`limits`, both measured (docs/PERFORMANCE.md):
 Every Redis call goes through the circuit breaker in `core.redis`; while it is
 open each worker enforces its share of each limit (limit / (workers x
 instances)) in memory with the same algorithm, and never fails a request.
+
+Failed authentications are counted per client address on the same windows
+(`FailureThrottle`): after `AUTH_FAILURES_PER_MINUTE` of them an address gets
+429 `auth_throttled` before its credential is looked up.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -264,3 +271,102 @@ class RateLimiter:
             if done is not _FAILED:
                 return
         self.local.adjust(base, delta, MINUTE)
+
+    async def failures_allow_one_more(self, key: str, *, per_minute: int) -> Decision:
+        """Whether one more failure of `key` fits in `per_minute`, counting nothing:
+        limit - 1 at cost 0 refuses exactly when limit at cost 1 would (used + 1 >
+        limit), and gives the same wait."""
+        return await self._admit(
+            [(f"{KEY_PREFIX}:fail:{key}", per_minute - 1, MINUTE, 0)], ("failures",)
+        )
+
+    async def count_failure(self, key: str) -> None:
+        """Count one failure of `key` in the current minute (never refused)."""
+        base = f"{KEY_PREFIX}:fail:{key}"
+        if self._adjust is not None:
+            done = await self.redis.script(self._adjust, [base], [1, MINUTE], _FAILED)
+            if done is not _FAILED:
+                return
+        self.local.adjust(base, 1, MINUTE)
+
+
+SUSPECT_SECONDS = 2 * MINUTE  # a failure weighs on the sliding window for up to two minutes
+SUSPECTS = 10_000  # ~1.5 MB at most; past it the oldest suspects are forgotten first
+
+
+@lru_cache(maxsize=4096)
+def _ipv6_bucket(address: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
+
+
+def failure_bucket(address: str) -> str:
+    """Whose failures an address counts towards: an IPv6 client by its /64 (one
+    subscriber's usual allocation, all of it free to rotate through), anything
+    else by itself."""
+    return _ipv6_bucket(address) if ":" in address else address
+
+
+class FailureThrottle:
+    """Failed authentications per client address, across every worker.
+
+    A request that authenticates pays nothing: only a failure goes to Redis (one
+    round trip, counting it), and only an address that failed on this worker in
+    the last two minutes is checked before its credential is read (one round
+    trip) — and, once refused, not again until its Retry-After has passed. Each
+    worker learns of an address from its own first failure, and a check and its
+    count are separate round trips, so an address gets at most
+    AUTH_FAILURES_PER_MINUTE + (its requests in flight - 1) + (workers - 1)
+    failures a minute: 10 + 3 + 1 at most, 12 seen, for 4 concurrent connections
+    on 2 workers (tests/security/test_auth_throttle.py).
+    """
+
+    def __init__(self, limiter: RateLimiter, *, per_minute: int) -> None:
+        self.limiter = limiter
+        self.per_minute = per_minute
+        # address -> (forget at, refused until), both time.monotonic()
+        self._suspects: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    async def check(self, address: str) -> None:
+        """429 `auth_throttled` when `address` is over its failures."""
+        address = failure_bucket(address)
+        entry = self._suspects.get(address)
+        if entry is None:
+            return
+        now = time.monotonic()
+        forget_at, refused_until = entry
+        if forget_at <= now:
+            del self._suspects[address]
+            return
+        if refused_until > now:
+            raise self._error(math.ceil(refused_until - now))
+        decision = await self.limiter.failures_allow_one_more(address, per_minute=self.per_minute)
+        if decision.allowed:
+            return
+        retry_after = decision.retry_after
+        self._suspects[address] = (max(forget_at, now + retry_after), now + retry_after)
+        log.warning("auth_throttled", client=address, retry_after=retry_after)
+        raise self._error(retry_after)
+
+    async def failed(self, address: str) -> None:
+        """Count a refused credential from `address`."""
+        address = failure_bucket(address)
+        refused_until = self._suspects.pop(address, (0.0, 0.0))[1]
+        self._suspects[address] = (time.monotonic() + SUSPECT_SECONDS, refused_until)
+        while len(self._suspects) > SUSPECTS:
+            self._suspects.popitem(last=False)
+        await self.limiter.count_failure(address)
+
+    def _error(self, retry_after: int) -> RateLimitError:
+        metrics.SECURITY_EVENTS.labels("auth_throttled").inc()
+        return RateLimitError(
+            "Too many failed authentication attempts from this address. "
+            f"Retry after {retry_after} s.",
+            code="auth_throttled",
+            headers={"Retry-After": str(retry_after)},
+        )

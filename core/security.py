@@ -8,7 +8,11 @@ NUL bytes, 8 KB strings, non-ASCII) never reaches the database.
 
 JWTs are HS256 only, with required `exp`, `iat`, `iss`, `aud` and `sub`, a small
 leeway, and a size cap; anything else (`alg: none`, RS256/HS256 confusion,
-tampering, wrong audience or issuer, future `nbf`) is rejected.
+tampering, wrong audience or issuer, future `nbf`) is rejected. An admin JWT
+also carries `akf`, a fingerprint of the admin key that minted it (an HMAC of
+the key under the JWT secret, truncated): rotating ADMIN_API_KEY retires every
+admin JWT at once, and the claim reveals nothing about the key — not even its
+plain hash, which would let anyone holding a token test guesses offline.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ JWT_AUDIENCE = "skygate-api"
 JWT_LEEWAY_SECONDS = 10
 JWT_MAX_BYTES = 4096
 JWT_PATTERN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+ADMIN_FINGERPRINT_CLAIM = "akf"
+ADMIN_FINGERPRINT_HEX = 32  # 128 bits: collisions are out of reach, and the claim stays short
 
 
 def new_api_key() -> str:
@@ -59,6 +65,13 @@ def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def admin_fingerprint(*, secret: str, admin_key: str) -> str:
+    """The admin key's fingerprint for admin JWTs: keyed by the JWT secret, so it
+    cannot be computed, or a guess at the key checked, without that secret."""
+    digest = hmac.new(secret.encode(), b"skygate-admin-key:" + admin_key.encode(), "sha256")
+    return digest.hexdigest()[:ADMIN_FINGERPRINT_HEX]
+
+
 class TokenError(Exception):
     """A JWT failed verification; the message is safe to show."""
 
@@ -70,14 +83,26 @@ class TokenClaims:
     admin: bool
     expires_at: int
     token_id: str
+    admin_fingerprint: str | None = None
 
 
 def issue_token(
-    *, secret: str, subject: str, tenant: str, admin: bool, ttl_seconds: int
+    *,
+    secret: str,
+    subject: str,
+    tenant: str,
+    admin: bool,
+    ttl_seconds: int,
+    not_after: float | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[str, int]:
+    """A signed token and its expiry: `ttl_seconds` from now, but never later than
+    `not_after` (the expiry of the credential it was exchanged for)."""
     now = int(time.time())
     expires = now + ttl_seconds
-    payload = {
+    if not_after is not None:
+        expires = min(expires, int(not_after))
+    payload: dict[str, Any] = {
         "iss": JWT_ISSUER,
         "aud": JWT_AUDIENCE,
         "sub": subject,
@@ -88,6 +113,8 @@ def issue_token(
         "exp": expires,
         "jti": uuid.uuid4().hex,
     }
+    if fingerprint is not None:
+        payload[ADMIN_FINGERPRINT_CLAIM] = fingerprint
     return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM), expires
 
 
@@ -109,7 +136,12 @@ def verify_token(token: str, *, secret: str) -> TokenClaims:
     except jwt.PyJWTError:
         raise TokenError("The token is invalid.") from None
     subject, tenant = claims.get("sub"), claims.get("tenant")
-    if not isinstance(subject, str) or not isinstance(tenant, str):
+    fingerprint = claims.get(ADMIN_FINGERPRINT_CLAIM)
+    if (
+        not isinstance(subject, str)
+        or not isinstance(tenant, str)
+        or not isinstance(fingerprint, str | None)
+    ):
         raise TokenError("The token is invalid.")
     return TokenClaims(
         subject=subject,
@@ -117,4 +149,5 @@ def verify_token(token: str, *, secret: str) -> TokenClaims:
         admin=claims.get("admin") is True,
         expires_at=int(claims["exp"]),
         token_id=str(claims.get("jti", "")),
+        admin_fingerprint=fingerprint,
     )

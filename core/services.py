@@ -24,7 +24,7 @@ from core.config import Settings
 from core.health import HealthMonitor, Lifecycle
 from core.llm.factory import build_router
 from core.llm.router import Router
-from core.rate_limit import RateLimiter
+from core.rate_limit import FailureThrottle, RateLimiter
 from core.redis import ResilientRedis
 from core.usage import UsageRecorder
 from database.engine import EngineOptions, create_engine, session_factory
@@ -91,6 +91,7 @@ async def open_services(settings: Settings, lifecycle: Lifecycle) -> Services:
         jwt_secret=settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else None,
         enabled=settings.auth_enabled,
         cache_seconds=settings.auth_cache_seconds,
+        throttle=FailureThrottle(limiter, per_minute=settings.auth_failures_per_minute),
     )
     completions = CompletionService(
         router=router,

@@ -2,7 +2,11 @@
 
 A stream is cached only as the completion it assembles to (the same shape a
 non-streaming call returns), so a cached answer serves both kinds of request:
-`replay` turns it back into OpenAI-shaped `chat.completion.chunk` events.
+`replay` turns it back into OpenAI-shaped `chat.completion.chunk` events. The
+rule for the first direction: an answer assembled from a stream is stored only
+with every field a non-streaming answer would have had (logprobs included), or
+not at all — `StreamAssembler.complete` is false for a stream carrying anything
+the assembler does not know, or no usage.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,83 +35,219 @@ def sse_error(message: str, *, code: str, error_type: str = "upstream_error") ->
     return sse(orjson.dumps(body))
 
 
+# What the assembler knows. A chunk, choice, delta, tool call or logprobs object
+# carrying any other key with a value (litellm spells "absent" as null, e.g.
+# `"citations": null`) is something a stored answer would lose, so the stream is
+# not cached: a later non-streaming request must get every field it would have
+# got from the provider, or a miss.
+_CHUNK_KEYS = frozenset(
+    {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "service_tier",
+        "choices",
+        "usage",
+        "obfuscation",  # OpenAI's stream-only padding (`include_obfuscation`)
+    }
+)
+_CHOICE_KEYS = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_DELTA_KEYS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+_LOGPROBS_KEYS = frozenset({"content", "refusal"})
+_TOOL_CALL_KEYS = frozenset({"index", "id", "type", "function"})
+_FUNCTION_KEYS = frozenset({"name", "arguments"})
+_META_FIRST = ("id", "created", "model")  # the first chunk's values
+_META_LAST = ("system_fingerprint", "service_tier")  # the last value sent, even null
+
+
+def _known(data: dict[str, Any], keys: frozenset[str]) -> bool:
+    return data.keys() <= keys or all(v is None for k, v in data.items() if k not in keys)
+
+
+@dataclass(slots=True)
+class _ChoiceState:
+    role: str = "assistant"
+    content: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    function_call: dict[str, str] | None = None
+    logprobs: dict[str, list[Any] | None] | None = None  # None: no chunk carried any
+    finish_reason: str | None = None
+
+
 class StreamAssembler:
-    """Accumulates chunks into the equivalent `chat.completion` object."""
+    """Accumulates chunks into the `chat.completion` a non-streaming call returns.
+
+    Assembled exactly: content, refusal, tool calls, the deprecated function call,
+    logprobs (content and refusal lists), finish reasons, usage with its details,
+    `system_fingerprint` and `service_tier`. Anything else makes `exact` false.
+    """
 
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
-        self.choices: dict[int, dict[str, Any]] = {}
+        self.choices: dict[int, _ChoiceState] = {}
         self.usage: dict[str, Any] | None = None
+        self.exact = True
 
     def add(self, chunk: dict[str, Any]) -> None:
-        if not self.meta:
-            self.meta = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            index = choice.get("index", 0)
-            state = self.choices.setdefault(
-                index,
-                {
-                    "role": "assistant",
-                    "content": [],
-                    "refusal": [],
-                    "tool_calls": {},
-                    "finish_reason": None,
-                },
-            )
-            delta = choice.get("delta") or {}
-            if delta.get("role"):
-                state["role"] = delta["role"]
-            if delta.get("content"):
-                state["content"].append(delta["content"])
-            if delta.get("refusal"):
-                state["refusal"].append(delta["refusal"])
-            for call in delta.get("tool_calls") or ():
-                slot = state["tool_calls"].setdefault(
-                    call.get("index", 0),
-                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if call.get("id"):
-                    slot["id"] = call["id"]
-                if call.get("type"):
-                    slot["type"] = call["type"]
-                function = call.get("function") or {}
-                if function.get("name"):
-                    slot["function"]["name"] += function["name"]
-                if function.get("arguments"):
-                    slot["function"]["arguments"] += function["arguments"]
-            if choice.get("finish_reason"):
-                state["finish_reason"] = choice["finish_reason"]
+        if not _known(chunk, _CHUNK_KEYS):
+            self.exact = False
+        for key in _META_FIRST:
+            if self.meta.get(key) is None and chunk.get(key) is not None:
+                self.meta[key] = chunk[key]
+        for key in _META_LAST:
+            if key in chunk and (chunk[key] is not None or key not in self.meta):
+                self.meta[key] = chunk[key]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        elif usage is not None:
+            self.exact = False
+        choices = chunk.get("choices")
+        if choices is None:
+            return
+        if not isinstance(choices, list):
+            self.exact = False
+            return
+        for choice in choices:
+            if isinstance(choice, dict):
+                self._add_choice(choice)
+            else:
+                self.exact = False
+
+    def _add_choice(self, choice: dict[str, Any]) -> None:
+        if not _known(choice, _CHOICE_KEYS):
+            self.exact = False
+        index = choice.get("index", 0)
+        if not isinstance(index, int):
+            self.exact = False
+            return
+        state = self.choices.get(index)
+        if state is None:
+            state = self.choices[index] = _ChoiceState()
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._add_delta(state, delta)
+        elif delta is not None:
+            self.exact = False
+        logprobs = choice.get("logprobs")
+        if logprobs is not None:
+            self._add_logprobs(state, logprobs)
+        finish = choice.get("finish_reason")
+        if isinstance(finish, str):
+            state.finish_reason = finish
+        elif finish is not None:
+            self.exact = False
+
+    def _add_delta(self, state: _ChoiceState, delta: dict[str, Any]) -> None:
+        if not _known(delta, _DELTA_KEYS):
+            self.exact = False
+        role = delta.get("role")
+        if isinstance(role, str) and role:
+            state.role = role
+        for key, parts in (("content", state.content), ("refusal", state.refusal)):
+            value = delta.get(key)
+            if isinstance(value, str):
+                if value:
+                    parts.append(value)
+            elif value is not None:
+                self.exact = False
+        for call in delta.get("tool_calls") or ():
+            self._add_tool_call(state, call)
+        function_call = delta.get("function_call")
+        if function_call is not None:
+            if state.function_call is None:
+                state.function_call = {"name": "", "arguments": ""}
+            self._add_function(state.function_call, function_call)
+
+    def _add_tool_call(self, state: _ChoiceState, call: Any) -> None:
+        if not isinstance(call, dict) or not _known(call, _TOOL_CALL_KEYS):
+            self.exact = False
+            return
+        index = call.get("index", 0)
+        if not isinstance(index, int):
+            self.exact = False
+            return
+        slot = state.tool_calls.get(index)
+        if slot is None:
+            slot = state.tool_calls[index] = {
+                "id": None,
+                "type": "function",
+                "function": {"name": "", "arguments": ""},
+            }
+        for key in ("id", "type"):
+            value = call.get(key)
+            if isinstance(value, str) and value:
+                slot[key] = value
+            elif value is not None and not isinstance(value, str):
+                self.exact = False
+        if slot["type"] != "function":  # custom tool calls: not assembled
+            self.exact = False
+        function = call.get("function")
+        if function is not None:
+            self._add_function(slot["function"], function)
+
+    def _add_function(self, slot: dict[str, str], function: Any) -> None:
+        if not isinstance(function, dict) or not _known(function, _FUNCTION_KEYS):
+            self.exact = False
+            return
+        for key in ("name", "arguments"):
+            value = function.get(key)
+            if isinstance(value, str):
+                slot[key] += value
+            elif value is not None:
+                self.exact = False
+
+    def _add_logprobs(self, state: _ChoiceState, logprobs: Any) -> None:
+        if not isinstance(logprobs, dict) or not _known(logprobs, _LOGPROBS_KEYS):
+            self.exact = False
+            return
+        if state.logprobs is None:
+            state.logprobs = {"content": None, "refusal": None}
+        for key in ("content", "refusal"):
+            tokens = logprobs.get(key)
+            if isinstance(tokens, list):
+                state.logprobs[key] = [*(state.logprobs[key] or ()), *tokens]
+            elif tokens is not None:
+                self.exact = False
+
+    @property
+    def finished(self) -> bool:
+        """Every choice sent its finish reason."""
+        return bool(self.choices) and all(
+            c.finish_reason is not None for c in self.choices.values()
+        )
 
     @property
     def complete(self) -> bool:
-        return bool(self.choices) and all(
-            c["finish_reason"] is not None for c in self.choices.values()
-        )
+        """Finished, with usage, and nothing seen that `completion()` would lose: the
+        only streams worth caching (a hit may answer a non-streaming request)."""
+        return self.exact and self.usage is not None and self.finished
 
     def completion(self) -> dict[str, Any]:
         choices = []
         for index in sorted(self.choices):
             state = self.choices[index]
             message: dict[str, Any] = {
-                "role": state["role"],
-                "content": "".join(state["content"]) if state["content"] else None,
-                "refusal": "".join(state["refusal"]) if state["refusal"] else None,
+                "role": state.role,
+                "content": "".join(state.content) if state.content else None,
+                "refusal": "".join(state.refusal) if state.refusal else None,
             }
-            if state["tool_calls"]:
-                message["tool_calls"] = [
-                    state["tool_calls"][i] for i in sorted(state["tool_calls"])
-                ]
+            if state.tool_calls:
+                message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
+            if state.function_call is not None:
+                message["function_call"] = state.function_call
             choices.append(
                 {
                     "index": index,
                     "message": message,
-                    "logprobs": None,
-                    "finish_reason": state["finish_reason"],
+                    "logprobs": state.logprobs,
+                    "finish_reason": state.finish_reason,
                 }
             )
-        data = {
+        data: dict[str, Any] = {
             "id": self.meta.get("id"),
             "object": "chat.completion",
             "created": self.meta.get("created"),
@@ -114,8 +255,9 @@ class StreamAssembler:
             "choices": choices,
             "usage": self.usage,
         }
-        if self.meta.get("system_fingerprint"):
-            data["system_fingerprint"] = self.meta["system_fingerprint"]
+        for key in _META_LAST:
+            if key in self.meta:
+                data[key] = self.meta[key]
         return data
 
 
@@ -143,8 +285,9 @@ def replay(completion: dict[str, Any], *, include_usage: bool) -> Iterator[bytes
         "created": completion.get("created"),
         "model": completion.get("model"),
     }
-    if completion.get("system_fingerprint"):
-        base["system_fingerprint"] = completion["system_fingerprint"]
+    for key in ("system_fingerprint", "service_tier"):
+        if completion.get(key):
+            base[key] = completion[key]
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse(orjson.dumps({**base, "choices": choices, **extra}))
@@ -168,6 +311,17 @@ def replay(completion: dict[str, Any], *, include_usage: bool) -> Iterator[bytes
                     {
                         "index": index,
                         "delta": {"content": message["content"]},
+                        "logprobs": choice.get("logprobs"),  # every token's, with the text
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        if message.get("function_call"):
+            yield event(
+                [
+                    {
+                        "index": index,
+                        "delta": {"function_call": message["function_call"]},
                         "logprobs": None,
                         "finish_reason": None,
                     }

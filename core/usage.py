@@ -7,7 +7,8 @@ and once more at shutdown. A database outage delays accounting; it never fails
 or slows a request. On PostgreSQL a batch is one binary COPY through asyncpg
 (~2 us of CPU per row, where SQLAlchemy's multi-row INSERT cost ~12 us and
 prepared a new statement for every batch size; docs/PERFORMANCE.md); SQLite
-keeps the INSERT.
+keeps the INSERT. A record's `estimated` says its tokens are the gateway's
+estimate (`core.ledger`), not the provider's figure.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class UsageEvent:
     latency_ms: float
     cache_status: str
     outcome: str
+    estimated: bool = False  # tokens estimated by the gateway, not reported by the provider
     created_at: datetime | None = None
 
 
@@ -168,6 +170,7 @@ async def usage_summary(
             func.sum(UsageRecord.completion_tokens).label("completion_tokens"),
             func.sum(UsageRecord.cost_usd).label("cost_usd"),
             func.sum(case((UsageRecord.cache_status == "hit", 1), else_=0)).label("cache_hits"),
+            func.sum(case((UsageRecord.estimated, 1), else_=0)).label("estimated"),
         )
         .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
         .group_by(day, UsageRecord.model_group, UsageRecord.tenant)
@@ -186,6 +189,7 @@ async def usage_summary(
             "completion_tokens": int(row.completion_tokens or 0),
             "cost_usd": round(float(row.cost_usd or 0), 9),
             "cache_hits": int(row.cache_hits or 0),
+            "estimated": int(row.estimated or 0),
         }
         for row in rows
     ]

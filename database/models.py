@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Numeric, String, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    false,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -25,7 +36,7 @@ class Base(DeclarativeBase):
 
 
 class UsageRecord(Base):
-    """One served LLM request: who, which model, tokens, cost, latency, outcome.
+    """One LLM call however it ended: who, which model, tokens, cost, latency, outcome.
 
     Written in batches off the request path; summarised by `/api/v1/usage`.
     """
@@ -48,6 +59,9 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Numeric(12, 3), default=0)
     cache_status: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(32))
+    # True when the tokens (and so the cost) are the gateway's estimate: the call
+    # ended without the provider reporting usage (a cut stream, an abandoned call).
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):

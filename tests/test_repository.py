@@ -4,6 +4,7 @@ table, render.yaml wires only real settings, and the commands it runs exist."""
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from pathlib import Path
 
@@ -57,9 +58,35 @@ def test_render_blueprint_wires_the_service() -> None:
         "ENCRYPTION_MASTER_KEY",
         "SENTRY_DSN",
         "CORS_ORIGINS",
+        "METRICS_TOKEN",
+        "OPENAI_API_KEY",
     ):
         assert env[secret].get("generateValue") is True or env[secret].get("sync") is False
         assert "value" not in env[secret]
+
+
+def test_render_blueprint_passes_the_production_checks() -> None:
+    """What Render would start with (generated secrets, prompted values filled in)
+    passes the production refusals: no unsafe default ships in the blueprint."""
+    blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
+    web = next(s for s in blueprint["services"] if s["name"] == "skygate")
+    values: dict[str, str] = {}
+    for item in web["envVars"]:
+        key = item["key"]
+        if key in RENDER_ONLY:
+            continue
+        if "value" in item:
+            values[key.lower()] = str(item["value"])
+        elif item.get("generateValue"):
+            values[key.lower()] = secrets.token_urlsafe(32)  # Render: 256 random bits
+        elif "fromDatabase" in item:
+            values[key.lower()] = "postgres://skygate:pw@db.internal:5432/skygate"
+        elif "fromService" in item:
+            values[key.lower()] = "redis://red-internal:6379"
+    values["openai_api_key"] = "sk-prompted-at-apply-time"
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    assert settings.is_production and settings.metrics_token is not None
+    assert settings.forwarded_trusted_hops == 1
 
 
 def test_makefile_has_the_documented_targets() -> None:

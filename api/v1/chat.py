@@ -1,7 +1,7 @@
 """`POST /api/v1/chat/completions` and `POST /api/v1/embeddings`.
 
-Bodies are read and validated by `core.schemas` (orjson, no FastAPI body
-model), handed to `core.completions`, and the answer sent as JSON or as
+Bodies are parsed by `core.json_body` and validated by `core.schemas` (no
+FastAPI body model), handed to `core.completions`, and the answer sent as JSON or as
 server-sent events. A client that disconnects cancels the upstream call.
 """
 
@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from api import openapi
 from api.deps import CallerDep, RequestAdmission
 from core.admission import Caller
 from core.auth import Principal
 from core.cache import CacheDirectives
 from core.completions import Answer, StreamAnswer, Upstream
 from core.errors import GatewayError
+from core.json_body import parse_json_object
+from core.ledger import MeteredStream
 from core.rate_limit import Decision
-from core.schemas import parse_json_object
 from core.services import ServicesDep
 
 router = APIRouter(tags=["llm"])
@@ -36,7 +39,9 @@ class ClientDisconnected(Exception):
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first."""
+    """Await `work`, cancelling it if the client disconnects first (or if this
+    request is itself cancelled). A cancelled call is waited for, so that its
+    usage is settled now rather than whenever the loop next runs it."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -46,12 +51,35 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(watch())
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task in done:
         return task.result()
     task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is None:  # it finished as it was cancelled
+        result = task.result()
+        if isinstance(result, StreamAnswer):
+            await result.events.aclose()
     raise ClientDisconnected
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its events however the response ends. On a client disconnect
+    starlette cancels the sending task and leaves the events' async generator
+    suspended, to be finalised only when it is garbage collected; closing it
+    here settles the call's usage at that moment (`core.ledger`)."""
+
+    body_iterator: MeteredStream | AsyncGenerator[bytes, None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _caller(request: Request, principal: Principal) -> Caller:
@@ -88,7 +116,7 @@ def _request_limit_headers(request: Request) -> dict[str, str]:
 def _respond(request: Request, answer: Answer | StreamAnswer) -> Response:
     headers = {**_request_limit_headers(request), **answer.headers}
     if isinstance(answer, StreamAnswer):
-        return StreamingResponse(
+        return _ClosingStreamingResponse(
             answer.events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
         )
     return Response(answer.body, media_type="application/json", headers=headers)
@@ -125,13 +153,21 @@ async def _serve(request: Request, principal: Principal, pipeline: Pipeline) -> 
     return await _answer(request, outcome)
 
 
-@router.post("/api/v1/chat/completions")
+@router.post(
+    "/api/v1/chat/completions",
+    openapi_extra=openapi.CHAT_BODY,
+    responses=openapi.CHAT_RESPONSES,
+)
 async def chat_completions(
     request: Request, services: ServicesDep, principal: CallerDep
 ) -> Response:
     return await _serve(request, principal, services.completions.chat)
 
 
-@router.post("/api/v1/embeddings")
+@router.post(
+    "/api/v1/embeddings",
+    openapi_extra=openapi.EMBEDDINGS_BODY,
+    responses=openapi.EMBEDDINGS_RESPONSES,
+)
 async def embeddings(request: Request, services: ServicesDep, principal: CallerDep) -> Response:
     return await _serve(request, principal, services.completions.embeddings)

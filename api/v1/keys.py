@@ -1,5 +1,11 @@
 """Admin endpoints for API keys: create (the secret is shown once), list, read,
-update and revoke. Admin key or admin JWT only."""
+update and revoke. Admin key or admin JWT only.
+
+Tenant names the gateway uses for itself (`admin`, `anonymous`, ... — see
+`core.auth.RESERVED_TENANTS`), in any case or with punctuation around them, are
+refused with 422: such a tenant would share the admin's cache entries and usage
+rows. A key's tenant cannot be changed after creation (PATCH refuses `tenant`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import openapi
 from api.deps import AdminDep
+from core.auth import reserved_tenant
 from core.errors import NotFoundError
 from core.security import display_prefix, hash_api_key, new_api_key
 from core.services import ServicesDep
@@ -44,10 +52,26 @@ class KeyCreate(KeyLimits):
     name: str = Field(pattern=NAME)
     tenant: str = Field(pattern=NAME)
 
+    @field_validator("tenant")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if reserved_tenant(value):
+            raise ValueError(f"the tenant name {value!r} is reserved by the gateway")
+        return value
+
 
 class KeyUpdate(KeyLimits):
     name: str | None = Field(default=None, pattern=NAME)
     state: Literal["active", "disabled", "revoked"] | None = None
+
+    @field_validator("name", "state")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str | None:
+        # Left out means "unchanged"; null would reach a NOT NULL column (a 500, found
+        # by the fuzz pass). A limit's null, by contrast, means "no limit".
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 def key_view(row: ApiKey) -> dict[str, Any]:
@@ -76,7 +100,9 @@ def _changed(request: Request, key_id: str) -> None:
     services.spend.forget(key_id)
 
 
-@router.post("/api/v1/keys", status_code=201)
+@router.post(
+    "/api/v1/keys", status_code=201, responses=openapi.ok(openapi.ApiKeyCreated, status=201)
+)
 async def create_key(
     body: KeyCreate, services: ServicesDep, principal: AdminDep, response: Response
 ) -> dict[str, Any]:
@@ -104,7 +130,7 @@ async def create_key(
     return {**key_view(stored), "key": secret}
 
 
-@router.get("/api/v1/keys")
+@router.get("/api/v1/keys", responses=openapi.ok(openapi.ApiKeyList))
 async def get_keys(
     services: ServicesDep, principal: AdminDep, tenant: str | None = None
 ) -> dict[str, Any]:
@@ -121,12 +147,12 @@ async def _load(services: Any, key_id: str) -> ApiKey:
     return row
 
 
-@router.get("/api/v1/keys/{key_id}")
+@router.get("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
 async def get_key(key_id: str, services: ServicesDep, principal: AdminDep) -> dict[str, Any]:
     return key_view(await _load(services, key_id))
 
 
-@router.patch("/api/v1/keys/{key_id}")
+@router.patch("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
 async def patch_key(
     key_id: str, body: KeyUpdate, request: Request, services: ServicesDep, principal: AdminDep
 ) -> dict[str, Any]:
@@ -139,7 +165,7 @@ async def patch_key(
     return key_view(await _load(services, key_id))
 
 
-@router.delete("/api/v1/keys/{key_id}")
+@router.delete("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyRevoked, 404))
 async def revoke_key(
     key_id: str, request: Request, services: ServicesDep, principal: AdminDep
 ) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api import openapi
 from api.deps import PrincipalDep
 from core.errors import NotFoundError
 from core.services import ServicesDep
@@ -27,7 +28,7 @@ def _model(services: Any, name: str) -> dict[str, Any]:
     return entry
 
 
-@router.get("/api/v1/models")
+@router.get("/api/v1/models", responses=openapi.ok(openapi.ModelList))
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
     return {
         "object": "list",
@@ -35,7 +36,7 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> dict[st
     }
 
 
-@router.get("/api/v1/models/{model_id:path}")
+@router.get("/api/v1/models/{model_id:path}", responses=openapi.ok(openapi.ModelObject, 404))
 async def get_model(
     model_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from api import openapi
 from api.deps import PrincipalDep
 from core.errors import BadRequestError
 from core.services import ServicesDep
@@ -16,7 +17,7 @@ router = APIRouter(tags=["usage"])
 MAX_DAYS = 366
 
 
-@router.get("/api/v1/usage")
+@router.get("/api/v1/usage", responses=openapi.ok(openapi.UsageReport))
 async def usage(
     services: ServicesDep,
     principal: PrincipalDep,

@@ -7,40 +7,26 @@ through untouched (non-streaming) or event by event (streaming), so clients
 get exactly what an OpenAI-compatible server sends. Usage is always requested
 upstream (`stream_options.include_usage`) for accounting; the usage-only chunk
 is dropped later if the client did not ask for it.
+
+The request body sent upstream holds only the names of `core.schemas`'
+allow-list for its endpoint (a copy, so even a caller that skipped validation
+cannot forward anything else); destination and key are the deployment's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
+from core.llm.retry_after import parse_retry_after
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
+from core.schemas import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 
 MAX_ERROR_BODY = 2000
-
-
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
 def upstream_message(raw: bytes) -> str:
@@ -55,6 +41,11 @@ def upstream_message(raw: bytes) -> str:
     if isinstance(error, str):
         return error[:MAX_ERROR_BODY]
     return ""
+
+
+def _only(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """A copy of `body` with the allowed names only (about a microsecond)."""
+    return {name: value for name, value in body.items() if name in allowed}
 
 
 class DirectProvider:
@@ -131,13 +122,18 @@ class DirectProvider:
         return Completion(raw, data, Usage.from_openai(data.get("usage")))
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        return await self._read_json(deployment, "/chat/completions", body, "choices")
+        return await self._read_json(
+            deployment, "/chat/completions", _only(body, CHAT_PARAMETERS), "choices"
+        )
 
     async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        return await self._read_json(deployment, "/embeddings", body, "data")
+        return await self._read_json(
+            deployment, "/embeddings", _only(body, EMBEDDING_PARAMETERS), "data"
+        )
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        body = _only(body, CHAT_PARAMETERS)
+        body.update(stream=True, stream_options={"include_usage": True})
         try:
             async with asyncio.timeout(deployment.timeout):
                 response = await self._post(deployment, "/chat/completions", body)

@@ -28,6 +28,7 @@ from core.llm.direct import DirectProvider
 from core.llm.litellm_provider import LiteLLMProvider, litellm_module
 from core.llm.router import DEFAULT_BASES, OPENAI_COMPATIBLE, Router
 from core.llm.types import Deployment, Provider
+from core.logging import redactor
 
 log = structlog.get_logger("skygate.router")
 
@@ -155,6 +156,7 @@ def build_router(settings: Settings) -> tuple[Router, bool]:
     config, demo = router_config(settings)
     deployments = _deployments(settings, config, demo)
     everything = [d for items in deployments.values() for d in items]
+    redactor.add_secrets(d.api_key for d in everything if d.api_key)  # api_key_env keys too
     providers: dict[str, Provider] = {"direct": DirectProvider(), "demo": DemoProvider()}
     if any(not d.openai_compatible for d in everything):
         litellm_module()  # pay the import at start, not on a client's first request

@@ -11,6 +11,7 @@ from core.errors import (
     ServiceUnavailableError,
     UpstreamError,
 )
+from core.llm.retry_after import retry_after_header
 from core.llm.router import NoDeploymentAvailable
 from core.llm.types import ProviderError
 
@@ -21,20 +22,17 @@ def to_gateway_error(error: ProviderError | NoDeploymentAvailable) -> GatewayErr
         return ServiceUnavailableError(
             "Every deployment of this model is cooling down after failures; retry shortly.",
             code="no_deployment_available",
-            headers={"Retry-After": str(max(1, round(error.retry_after)))},
+            headers=retry_after_header(error.retry_after),
         )
     if error.client_fault:
         return BadRequestError(
             error.message or "The provider rejected the request.", code="upstream_rejected"
         )
     if error.kind == "status" and error.status == 429:
-        headers = (
-            {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else {}
-        )
         return RateLimitError(
             "The provider is rate limiting this model; retry later.",
             code="upstream_rate_limited",
-            headers=headers,
+            headers=retry_after_header(error.retry_after),
         )
     if error.kind == "timeout":
         return GatewayTimeoutError()

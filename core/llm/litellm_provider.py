@@ -5,6 +5,12 @@ litellm is imported lazily, on the first call or at start when such a
 deployment is configured, so a gateway serving only OpenAI-compatible
 providers never pays its ~1.5 s import and ~160 MiB per worker. Its model cost
 map is forced to the bundled local copy: nothing is fetched from the network.
+
+litellm's keyword arguments mix OpenAI's parameters with its own settings
+(`model_list`, `api_base`, `extra_headers`, `mock_response`, ... several hundred
+names), so the call is never built from the client's dict: it copies the names
+of `LITELLM_CHAT_PARAMETERS` / `LITELLM_EMBEDDING_PARAMETERS` and then sets the
+deployment's model, key, base URL, timeout and retries itself.
 """
 
 from __future__ import annotations
@@ -18,9 +24,33 @@ import orjson
 
 from core.llm.costs import LITELLM_PREFIX
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
+from core.schemas import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 
 # litellm-only keys that must not reach an OpenAI-shaped client.
 _PRIVATE_KEYS = ("_hidden_params", "_response_ms", "provider_specific_fields")
+
+# What litellm gets of a chat body: the gateway's allow-list, less the OpenAI names
+# litellm reads as its own or cannot map:
+#   metadata             litellm's logging and callback context (`litellm_params`),
+#                        not the provider's; Anthropic's `metadata.user_id` comes
+#                        from `user`, which litellm maps.
+#   moderation,          OpenAI-only features litellm does not know: it would copy
+#   prompt_cache_options them into the provider's body as unknown extras.
+#   stream,              set by `stream()` itself (usage is always requested, for
+#   stream_options       metering).
+#   model                the deployment's, never the client's.
+# Every other OpenAI name is one litellm maps for the provider or drops
+# (`drop_params`). The messages, tools and formats inside were closed by
+# `core.schemas` (no provider-hosted tools, no non-web URLs, no unknown keys).
+LITELLM_CHAT_PARAMETERS = CHAT_PARAMETERS - {
+    "metadata",
+    "moderation",
+    "prompt_cache_options",
+    "stream",
+    "stream_options",
+    "model",
+}
+LITELLM_EMBEDDING_PARAMETERS = EMBEDDING_PARAMETERS - {"model"}
 
 
 @cache
@@ -34,6 +64,12 @@ def litellm_module() -> Any:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # a fallback to another provider must not fail on a param
+    # litellm fetches some image URLs itself to inline them (`http://` ones for
+    # Anthropic; for Gemini, those without an image extension): keep its SSRF guard
+    # on, no host exempt, so such a fetch never reaches a loopback, private or
+    # cloud-metadata address.
+    litellm.user_url_validation = True
+    litellm.user_url_allowed_hosts = []
     return litellm
 
 
@@ -57,6 +93,13 @@ def _clean(data: dict[str, Any]) -> dict[str, Any]:
                     ):
                         if inner.get(key) is None or key in _PRIVATE_KEYS:
                             inner.pop(key, None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                # litellm numbers a message's tool calls; OpenAI's message has no `index`
+                # (a delta's has), and a client sends the message back as it got it.
+                for call in message.get("tool_calls") or ():
+                    if isinstance(call, dict):
+                        call.pop("index", None)
     return data
 
 
@@ -65,10 +108,12 @@ def _error(exc: BaseException, deployment: Deployment) -> ProviderError:
     status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", "") or exc)[:2000]
     retry_after = None
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+    # litellm keeps the provider's headers here; its `exc.response` is often its own, empty
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
     if headers is not None:
-        from core.llm.direct import parse_retry_after
+        from core.llm.retry_after import parse_retry_after
 
         retry_after = parse_retry_after(headers)
     if isinstance(exc, litellm.Timeout):
@@ -83,24 +128,35 @@ def _error(exc: BaseException, deployment: Deployment) -> ProviderError:
 class LiteLLMProvider:
     """Chat, streaming and embeddings through litellm, answered in OpenAI's shape."""
 
-    def _kwargs(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    def _kwargs(
+        self, deployment: Deployment, body: dict[str, Any], allowed: frozenset[str]
+    ) -> dict[str, Any]:
+        """The allowed names of `body`, then the deployment's own settings: these last,
+        so nothing in the body could replace them even if the allow-list let it."""
+        kwargs = {name: value for name, value in body.items() if name in allowed}
         prefix = LITELLM_PREFIX.get(deployment.kind, deployment.kind)
-        kwargs = dict(body)
-        kwargs.update(
-            model=f"{prefix}/{deployment.model}" if prefix else deployment.model,
-            timeout=deployment.timeout,
-            num_retries=0,
-        )
+        kwargs["model"] = f"{prefix}/{deployment.model}" if prefix else deployment.model
+        kwargs["timeout"] = deployment.timeout
+        kwargs["num_retries"] = 0  # the router retries; this zeroes litellm's max_retries too
         if deployment.api_key:
             kwargs["api_key"] = deployment.api_key
         if deployment.api_base:
             kwargs["api_base"] = deployment.api_base
         return kwargs
 
+    def _chat_kwargs(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+        kwargs = self._kwargs(deployment, body, LITELLM_CHAT_PARAMETERS)
+        # With tools present litellm first looks for MCP servers to call itself (a
+        # connection from the gateway) and imports the optional `mcp` package to do it;
+        # without that package every call with tools failed. Skygate's tools are
+        # function and custom tools only (`core.schemas`): skip the MCP step.
+        kwargs["_skip_mcp_handler"] = True
+        return kwargs
+
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
         litellm = litellm_module()
         try:
-            response = await litellm.acompletion(**self._kwargs(deployment, body))
+            response = await litellm.acompletion(**self._chat_kwargs(deployment, body))
         except Exception as exc:  # litellm raises its own tree; classify it
             raise _error(exc, deployment) from exc
         data = _clean(response.model_dump())
@@ -108,7 +164,7 @@ class LiteLLMProvider:
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         litellm = litellm_module()
-        kwargs = self._kwargs(deployment, body)
+        kwargs = self._chat_kwargs(deployment, body)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         try:
             response = await litellm.acompletion(**kwargs)
@@ -122,7 +178,7 @@ class LiteLLMProvider:
 
     async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
         litellm = litellm_module()
-        kwargs = self._kwargs(deployment, body)
+        kwargs = self._kwargs(deployment, body, LITELLM_EMBEDDING_PARAMETERS)
         try:
             response = await litellm.aembedding(**kwargs)
         except Exception as exc:

@@ -14,6 +14,7 @@ retried and fall back only until their first chunk has arrived.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -178,10 +179,13 @@ class Router:
     def _backoff(self, attempt: int, error: ProviderError) -> float | None:
         """Seconds to wait before attempt `attempt` (>= 1); None: skip to the next group."""
         retry = self.config.retry
-        if retry.honour_retry_after and error.retry_after is not None:
-            if error.retry_after > retry.max_retry_after_seconds:
+        hint = error.retry_after
+        # parse_retry_after gives finite, non-negative figures; a provider module that
+        # builds its own must still not make this raise or sleep for ever.
+        if retry.honour_retry_after and hint is not None and math.isfinite(hint) and hint >= 0:
+            if hint > retry.max_retry_after_seconds:
                 return None
-            return float(error.retry_after)
+            return float(hint)
         base = min(retry.max_backoff_seconds, retry.backoff_seconds * (2 ** (attempt - 1)))
         return float(base * (0.5 + random.random() / 2))
 
@@ -197,7 +201,9 @@ class Router:
         return prepared
 
     # -- the walk --------------------------------------------------------------
-    async def _walk(self, group: str, body: dict[str, Any], call: Any) -> tuple[Any, Deployment]:
+    async def _walk(
+        self, group: str, body: dict[str, Any], call: Any, attempts: list[Deployment] | None
+    ) -> tuple[Any, Deployment]:
         chain = self.config.fallback_chain(group)
         last_error: ProviderError | None = None
         for position, current in enumerate(chain):
@@ -219,6 +225,8 @@ class Router:
                     break
                 deployment = live.deployment
                 tried.add(deployment.id)
+                if attempts is not None:  # the caller's ledger prices a call it abandons
+                    attempts.append(deployment)
                 provider = self.providers[
                     "demo"
                     if deployment.kind == "demo"
@@ -254,23 +262,29 @@ class Router:
             raise last_error
         raise NoDeploymentAvailable(self._retry_after_hint(chain))
 
-    async def complete(self, group: str, body: dict[str, Any]) -> tuple[Completion, Deployment]:
+    async def complete(
+        self, group: str, body: dict[str, Any], *, attempts: list[Deployment] | None = None
+    ) -> tuple[Completion, Deployment]:
         async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> Completion:
             return await provider.complete(d, b)
 
-        result, deployment = await self._walk(group, body, call)
+        result, deployment = await self._walk(group, body, call, attempts)
         self._count_tokens(deployment, result.usage.prompt_tokens + result.usage.completion_tokens)
         return result, deployment
 
-    async def embed(self, group: str, body: dict[str, Any]) -> tuple[Completion, Deployment]:
+    async def embed(
+        self, group: str, body: dict[str, Any], *, attempts: list[Deployment] | None = None
+    ) -> tuple[Completion, Deployment]:
         async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> Completion:
             return await provider.embed(d, b)
 
-        result, deployment = await self._walk(group, body, call)
+        result, deployment = await self._walk(group, body, call, attempts)
         self._count_tokens(deployment, result.usage.prompt_tokens)
         return result, deployment
 
-    async def open_stream(self, group: str, body: dict[str, Any]) -> StreamHandle:
+    async def open_stream(
+        self, group: str, body: dict[str, Any], *, attempts: list[Deployment] | None = None
+    ) -> StreamHandle:
         async def call(provider: Provider, d: Deployment, b: dict[str, Any]) -> StreamHandle:
             stream = provider.stream(d, b)
             try:
@@ -282,7 +296,7 @@ class Router:
                 raise
             return StreamHandle(d, first, stream)
 
-        handle, _ = await self._walk(group, body, call)
+        handle, _ = await self._walk(group, body, call, attempts)
         assert isinstance(handle, StreamHandle)
         return handle
 

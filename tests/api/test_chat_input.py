@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from bench.fake_upstream import FakeUpstream
-from core.schemas import FORBIDDEN_FIELDS
 from tests.conftest import AppFactory
 from tests.support.llm import LLMApp
 
@@ -227,12 +226,11 @@ async def test_5mb_field_over_a_1mb_limit_is_413(llm_app: LLMApp, upstream: Fake
 async def test_provider_settings_are_refused(
     llm_app: LLMApp, upstream: FakeUpstream, field: str
 ) -> None:
-    assert field in FORBIDDEN_FIELDS
     value: Any = {"x": "y"} if field in ("extra_headers", "extra_body") else "http://evil.test"
     async with llm_app() as (_, client):
         response = await client.post(CHAT, json=chat(**{field: value}))
         error = assert_error(response, 400, code="forbidden_parameter", param=field)
-        assert field in error["message"]
+        assert error["message"] == f"Unrecognized request argument supplied: {field}"
         assert_not_forwarded(upstream, response)
         embeddings = await client.post(
             EMBEDDINGS, json={"model": "embed", "input": "x", field: value}

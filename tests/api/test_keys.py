@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from bench.fake_upstream import FakeUpstream
+from core.security import admin_fingerprint
 from tests.support.llm import LLMApp
 
 ADMIN = "admin-key-for-tests-0123456789abcdef"
@@ -207,6 +208,7 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "iat": now,
         "nbf": now,
         "exp": now + 300,
+        "akf": admin_fingerprint(secret=SECRET, admin_key=ADMIN),
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -281,6 +283,18 @@ async def test_tenants_do_not_see_each_others_usage_or_cache(
         assert usage_b["totals"]["requests"] == 1
         usage_admin = (await client.get("/api/v1/usage", headers=bearer(ADMIN))).json()
         assert {row["tenant"] for row in usage_admin["data"]} == {"tenant-a", "tenant-b"}
+
+
+async def test_a_null_name_or_state_is_a_422_and_a_null_limit_clears_it(llm_app: LLMApp) -> None:
+    async with llm_app(**AUTH) as (_, client):
+        created = await create_key(client, rpm_limit=5)
+        path = f"/api/v1/keys/{created['id']}"
+        for field in ("name", "state"):
+            response = await client.patch(path, headers=bearer(ADMIN), json={field: None})
+            assert response.status_code == 422 and response.json()["error"]["param"] == field
+        cleared = await client.patch(path, headers=bearer(ADMIN), json={"rpm_limit": None})
+        assert cleared.status_code == 200 and cleared.json()["rpm_limit"] is None
+        assert cleared.json()["name"] == "test key" and cleared.json()["state"] == "active"
 
 
 async def test_limits_beyond_the_column_range_are_a_422(llm_app: LLMApp) -> None:

@@ -12,6 +12,9 @@ from core.health import Lifecycle
 from tests.conftest import AppFactory, make_settings, running_app
 from tests.support.servers import PostgresServer, RedisServer
 
+METRICS_TOKEN = "metrics-token-for-probe-tests"
+OPERATOR = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 
 async def wait_for(
     client: httpx.AsyncClient,
@@ -44,10 +47,12 @@ async def test_root_lists_the_api(app_factory: AppFactory) -> None:
 
 
 async def test_healthy_on_postgres_and_redis(migrated_postgres_url: str, redis_url: str) -> None:
-    settings = make_settings(database_url=migrated_postgres_url, redis_url=redis_url)
+    settings = make_settings(
+        database_url=migrated_postgres_url, redis_url=redis_url, metrics_token=METRICS_TOKEN
+    )
     async with running_app(settings) as (_, client):
         assert (await client.get("/ready")).json() == {"ready": True}
-        health = (await client.get("/health")).json()
+        health = (await client.get("/health", headers=OPERATOR)).json()
         assert health["status"] == "healthy"
         assert health["environment"] == "development" and health["version"]
         assert health["uptime_seconds"] >= 0

@@ -136,6 +136,9 @@ def test_a_burst_of_keepalive_connections_is_spread_over_both_workers(
         gateway.stop()
 
 
+REQUESTS = 900
+
+
 @pytest.mark.slow
 def test_recycling_workers_under_keepalive_load_drop_nothing_and_stall_no_one(
     tmp_path: Path, sqlite_url: str
@@ -164,8 +167,10 @@ def test_recycling_workers_under_keepalive_load_drop_nothing_and_stall_no_one(
 
                 async def one_client() -> None:
                     nonlocal ok, failed, slowest
-                    stop = time.monotonic() + 4
-                    while time.monotonic() < stop:
+                    # Enough requests for both workers to recycle (2 x 300) and a third
+                    # worker to take over, whatever this machine's speed; bounded in time.
+                    stop = time.monotonic() + 20
+                    while ok + failed < REQUESTS and time.monotonic() < stop:
                         started = time.monotonic()
                         try:
                             response = await client.get("/live", timeout=10)
@@ -181,9 +186,11 @@ def test_recycling_workers_under_keepalive_load_drop_nothing_and_stall_no_one(
         ok, failed, slowest = asyncio.run(load())
         recycled = first - set(gateway.worker_pids())
         assert recycled, "the workers recycled during the load"
-        assert failed == 0 and ok > 600, (ok, failed)
-        # A booting worker takes most of a core for ~0.7 s on this 2-core machine;
-        # what this bounds is a worker deferring to one that stopped accepting.
-        assert slowest < 2.0, f"a request waited {slowest:.2f} s"
+        assert failed == 0 and ok >= REQUESTS, (ok, failed)
+        # A booting worker takes most of a core for ~0.7-1 s on this 2-core machine and
+        # three boot during the load (up to 2.8 s seen for one request, on 041514a too);
+        # what this bounds is a worker deferring to one that stopped accepting (a stall
+        # until the client's 10 s timeout).
+        assert slowest < 5.0, f"a request waited {slowest:.2f} s"
     finally:
         gateway.stop()

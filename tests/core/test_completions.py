@@ -239,11 +239,16 @@ async def test_upstream_bad_request_is_the_clients_error(
 
 async def test_cooldown_opens_then_recovers(llm_app: LLMApp, upstream: FakeUpstream) -> None:
     upstream.set_behaviour("primary-1", "status", status=500)
-    async with llm_app(attempts=0, cooldown_failures=2, cooldown_seconds=0.5) as (_, client):
+    token = "metrics-token-for-completion-tests"  # /health's deployment details need it
+    async with llm_app(
+        attempts=0, cooldown_failures=2, cooldown_seconds=0.5, metrics_token=token
+    ) as (_, client):
         for i in range(2):
             assert (await client.post(CHAT, json=chat(f"cool {i}"))).status_code == 200
         assert upstream.calls("primary-1") == 2
-        health = (await client.get("/health")).json()["services"]["llm_providers"]
+        operator = {"Authorization": f"Bearer {token}"}
+        health = (await client.get("/health", headers=operator)).json()
+        health = health["services"]["llm_providers"]
         assert health["status"] == "degraded" and len(health["cooling_down"]) == 1
         # open circuit: the primary is skipped without a call
         for i in range(3):

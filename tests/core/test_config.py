@@ -27,6 +27,7 @@ def production(**overrides: object) -> Settings:
         "admin_api_key": "admin-key-for-tests",
         "cors_origins": "https://app.devskyy.app",
         "openai_api_key": "sk-test-provider-key",
+        "metrics_token": "metrics-token-for-tests",
     }
     values.update(overrides)
     return make_settings(**{k: v for k, v in values.items() if v is not None})
@@ -59,12 +60,33 @@ def test_safe_production_settings_are_accepted() -> None:
         ({"admin_api_key": None}, "ADMIN_API_KEY"),
         ({"cors_origins": "https://app.devskyy.app,*"}, "CORS_ORIGINS"),
         ({"openai_api_key": None}, "OPENAI_API_KEY"),
+        ({"metrics_token": None}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_values(overrides: dict[str, object], variable: str) -> None:
     with pytest.raises(ValidationError) as info:
         production(**overrides)
     assert variable in str(info.value)
+
+
+def test_metrics_public_stands_in_for_the_metrics_token() -> None:
+    assert production(metrics_token=None, metrics_public=True).metrics_public
+
+
+@pytest.mark.parametrize(
+    ("environment", "admin_key", "enabled"),
+    [
+        ("development", None, False),
+        ("development", "admin-key-for-tests", True),
+        ("staging", None, True),
+        ("staging", "admin-key-for-tests", True),
+    ],
+)
+def test_auth_is_off_only_in_development_without_an_admin_key(
+    environment: str, admin_key: str | None, enabled: bool
+) -> None:
+    settings = make_settings(environment=environment, admin_api_key=admin_key)
+    assert settings.auth_enabled is enabled
 
 
 @pytest.mark.parametrize(

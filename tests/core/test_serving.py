@@ -18,6 +18,9 @@ import pytest
 from tests.support.gateway import ROOT, GatewayProcess
 from tests.support.servers import PostgresServer
 
+METRICS_TOKEN = "metrics-token-for-serving-tests"  # /health's details need it
+OPERATOR = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 pytestmark = pytest.mark.slow
 
 
@@ -137,12 +140,14 @@ def test_sigterm_drains_readiness_then_exits_cleanly(tmp_path: Path, sqlite_db: 
 
 def test_embedded_sqlite_path_migrates_and_serves(tmp_path: Path, sqlite_db: str) -> None:
     gateway = GatewayProcess(
-        {"DATABASE_URL": sqlite_db}, tmp_path / "embedded.log", kind="embedded"
+        {"DATABASE_URL": sqlite_db, "METRICS_TOKEN": METRICS_TOKEN},
+        tmp_path / "embedded.log",
+        kind="embedded",
     )
     try:
         gateway.start()
         assert httpx.get(f"{gateway.base_url}/ready", timeout=5).json() == {"ready": True}
-        health = httpx.get(f"{gateway.base_url}/health", timeout=5).json()
+        health = httpx.get(f"{gateway.base_url}/health", headers=OPERATOR, timeout=5).json()
         assert health["services"]["database"]["backend"] == "sqlite"
     finally:
         gateway.stop()
@@ -155,13 +160,17 @@ def test_postgres_path_migrates_and_serves_under_gunicorn(
     render_style = postgres_url.replace("postgresql+asyncpg://", "postgres://")
     migrate(render_style)
     gateway = GatewayProcess(
-        {"DATABASE_URL": render_style, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")},
+        {
+            "DATABASE_URL": render_style,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+            "METRICS_TOKEN": METRICS_TOKEN,
+        },
         tmp_path / "gunicorn.log",
     )
     try:
         gateway.start()
         assert httpx.get(f"{gateway.base_url}/ready", timeout=5).json() == {"ready": True}
-        health = httpx.get(f"{gateway.base_url}/health", timeout=5).json()
+        health = httpx.get(f"{gateway.base_url}/health", headers=OPERATOR, timeout=5).json()
         assert health["services"]["database"]["backend"] == "postgresql"
     finally:
         gateway.stop()

@@ -31,6 +31,7 @@ def event(i: int, *, cost: float = 0.000123456, tenant: str = "acme") -> UsageEv
         latency_ms=12.345,
         cache_status="miss" if i % 2 else "hit",
         outcome="success",
+        estimated=i == 1,  # e.g. a stream the client cut: tokens estimated by the gateway
     )
 
 
@@ -75,10 +76,12 @@ async def check_every_field_is_written(url: str, *, copy: bool) -> None:
         assert Decimal(str(first.cost_usd)) == Decimal("0.000123456")
         assert Decimal(str(first.latency_ms)) == Decimal("12.345")
         assert (first.cache_status, first.outcome) == ("hit", "success")
+        assert [r.estimated for r in rows] == [False, True, False, False]
         assert first.created_at is not None
         assert summary[0]["requests"] == 3
         assert summary[0]["prompt_tokens"] == 33
         assert summary[0]["cache_hits"] == 2
+        assert summary[0]["estimated"] == 1
         assert summary[0]["cost_usd"] == pytest.approx(3 * 0.000123456)
     finally:
         await recorder.close()

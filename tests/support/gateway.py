@@ -32,6 +32,7 @@ class GatewayProcess:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "PORT": str(self.port),
+            "HOST": "127.0.0.1",  # tests listen on loopback only (a test may override it)
             "LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",
             "SHUTDOWN_DRAIN_SECONDS": "0",  # tests that are about the drain set it
@@ -76,6 +77,11 @@ class GatewayProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"gateway did not start in {timeout}s:\n{self.logs()[-4000:]}")
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The exit code of a process expected to stop by itself (a refused start)."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
