@@ -325,8 +325,10 @@ class MeteredStream:
         self._discard = discard
         self._started = False
 
-    def __aiter__(self) -> MeteredStream:
-        return self
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        # The transport iterates the generator itself: no extra hop per event.
+        self._started = True
+        return self._events
 
     async def __anext__(self) -> bytes:
         self._started = True
@@ -334,9 +336,10 @@ class MeteredStream:
 
     async def aclose(self) -> None:
         try:
-            if self._started:
-                await self._events.aclose()
-            else:
-                self._discard()
+            await self._events.aclose()  # runs its `finally` if it ever started
         finally:
-            self._ledger.close()
+            try:
+                if not self._started:
+                    self._discard()
+            finally:
+                self._ledger.close()
