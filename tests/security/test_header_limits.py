@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from database.schema import upgrade_head
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, sqlite_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -30,25 +30,12 @@ BODY_TIMEOUT = 1.0
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("header-limits")
-    url = f"sqlite+aiosqlite:///{root}/gateway.db"
-    upgrade_head(url)
-    process = GatewayProcess(
-        {
-            "DATABASE_URL": url,
-            "HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": "2",
-            "PROMETHEUS_MULTIPROC_DIR": str(root / "prom"),
-            "HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
-            "HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-        },
-        root / "gunicorn.log",
-    )
-    try:
-        process.start()
+    with sqlite_gateway(
+        tmp_path_factory.mktemp("header-limits"),
+        HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        HTTP_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def connect(gateway: GatewayProcess, timeout: float = 10) -> socket.socket:

@@ -26,8 +26,7 @@ import pytest
 
 from core.errors import InvalidJSONError
 from core.json_body import MAX_CONTAINERS, MAX_DEPTH, MAX_VALUES, parse_json_object
-from database.schema import upgrade_head
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, sqlite_gateway
 
 MIB = 1024 * 1024
 SIZE = 8 * MIB
@@ -169,24 +168,10 @@ def test_the_caps_are_exact_at_their_edges() -> None:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("hostile-bodies")
-    url = f"sqlite+aiosqlite:///{root}/gateway.db"
-    upgrade_head(url)
-    process = GatewayProcess(
-        {
-            "DATABASE_URL": url,
-            "HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": "2",
-            "MAX_REQUEST_BODY_BYTES": str(16 * MIB),
-            "PROMETHEUS_MULTIPROC_DIR": str(root / "prom"),
-        },
-        root / "gunicorn.log",
-    )
-    try:
-        process.start()
+    with sqlite_gateway(
+        tmp_path_factory.mktemp("hostile-bodies"), MAX_REQUEST_BODY_BYTES=str(16 * MIB)
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -110,3 +112,28 @@ class GatewayProcess:
         except ProcessLookupError:
             pass
         return self.proc.returncode
+
+
+@contextmanager
+def sqlite_gateway(root: Path, **env: str) -> Iterator[GatewayProcess]:
+    """gunicorn (2 workers on loopback) over a fresh migrated SQLite database in
+    `root`, started and stopped around the block; `env` adds or overrides settings."""
+    from database.schema import upgrade_head
+
+    url = f"sqlite+aiosqlite:///{root}/gateway.db"
+    upgrade_head(url)
+    process = GatewayProcess(
+        {
+            "DATABASE_URL": url,
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(root / "prom"),
+            **env,
+        },
+        root / "gunicorn.log",
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
