@@ -110,7 +110,7 @@ def _run_embedded() -> None:
     gunicorn workers' HTTP protocol (header and body limits, one write a response)."""
     import uvicorn
 
-    from core.serving import HttpLimits, SkygateHttpProtocol
+    from core.http_protocol import HttpLimits, SkygateHttpProtocol
 
     settings = load_settings()
     uvicorn.run(

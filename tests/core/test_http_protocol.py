@@ -14,7 +14,7 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from core.serving import HttpLimits, SkygateHttpProtocol, _HeadWithBody
+from core.http_protocol import HttpLimits, SkygateHttpProtocol, _HeadWithBody
 from tests.conftest import make_settings
 
 
