@@ -54,11 +54,13 @@ test-deps:  ## install redis-server, PostgreSQL and wrk from Debian packages whe
 test: test-deps $(VENV)/.dev  ## install what the tests need, lint, and run the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.dev  ## ruff and mypy (strict)
+lint: $(VENV)/.dev  ## ruff, mypy (strict) and the import contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

@@ -1,12 +1,12 @@
 """gunicorn settings for Skygate: `gunicorn -c gunicorn.conf.py main_enterprise:app`.
 
-- uvicorn workers (`core.serving.SkygateWorker`), `WEB_CONCURRENCY` of them (2);
+- uvicorn workers (`core.serving.worker.SkygateWorker`), `WEB_CONCURRENCY` of them (2);
 - bind $HOST:$PORT (0.0.0.0 by default; Render sets PORT); beyond loopback it
   refuses to start in development without ADMIN_API_KEY (auth would be off);
 - timeout 120 s, graceful timeout `GRACEFUL_TIMEOUT` (30 s) covering the
   readiness drain (`SHUTDOWN_DRAIN_SECONDS`) plus in-flight requests;
 - workers recycled after `MAX_REQUESTS` (50000) + up to `MAX_REQUESTS_JITTER` requests;
-- connections spread evenly over the workers (core/balance.py), through a
+- connections spread evenly over the workers (core/serving/balance.py), through a
   board in shared memory each worker gets a slot on before it forks;
 - Prometheus multiprocess mode: the directory is created and emptied when the
   master starts and each dead worker's live gauges are dropped;
@@ -29,10 +29,11 @@ from typing import Any
 
 import structlog
 
-# Validate first: a bad environment must stop the master, not each worker.
-from core import balance
 from core.config import OPEN_ACCESS_WARNING, ConfigurationError, Settings, load_settings
-from core.logging import configure_logging, logging_dict
+from core.observability.logging import configure_logging, logging_dict
+
+# Validate first: a bad environment must stop the master, not each worker.
+from core.serving import balance
 
 _settings = load_settings()  # raises ConfigurationError (exit 1, message on stderr)
 if _settings.router_config:
@@ -71,13 +72,13 @@ def _bind(settings: Settings) -> str:
 
 bind = _bind(_settings)
 workers = _settings.web_concurrency
-worker_class = "core.serving.SkygateWorker"
+worker_class = "core.serving.worker.SkygateWorker"
 timeout = 120
 graceful_timeout = _settings.graceful_timeout
 keepalive = 75  # above common load balancer idle timeouts (Render's is 60 s)
 max_requests = _settings.max_requests
 max_requests_jitter = _settings.max_requests_jitter
-# FORWARDED_ALLOW_IPS / FORWARDED_TRUSTED_HOPS are applied by core.forwarding in the
+# FORWARDED_ALLOW_IPS / FORWARDED_TRUSTED_HOPS are applied by core.http.forwarding in the
 # app (uvicorn's proxy-header middleware is off: under `*` it trusts the leftmost,
 # client-written X-Forwarded-For entry).
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -108,7 +109,7 @@ def on_starting(server: Any) -> None:
 
 
 # Workers spread connections evenly between them through a board in shared
-# memory (core/balance.py); each worker gets a slot before it forks.
+# memory (core/serving/balance.py); each worker gets a slot before it forks.
 _board = balance.board_for(workers)
 
 

@@ -8,31 +8,64 @@ opens a connection at import time: resources open in the lifespan.
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from api import metrics as metrics_api
 from api import probes, root
 from api.openapi import install_openapi
 from api.v1 import ROUTERS as V1_ROUTERS
-from core import metrics
 from core.config import OPEN_ACCESS_WARNING, Settings, load_settings
+from core.container import Process, open_services
 from core.errors import install_exception_handlers
-from core.forwarding import ForwardedPolicy
-from core.health import Lifecycle
-from core.logging import configure_logging
-from core.middleware import BodySizeLimitMiddleware, CORSMiddleware, RequestContextMiddleware
-from core.sentry import init_sentry
-from core.services import open_services
+from core.http.access import AccessMiddleware
+from core.http.body_limit import BodySizeLimitMiddleware
+from core.http.context import (
+    DrainMiddleware,
+    ForwardedMiddleware,
+    LogContextMiddleware,
+    RequestIdMiddleware,
+)
+from core.http.cors import CORSMiddleware
+from core.http.forwarding import ForwardedPolicy
+from core.http.last_resort import LastResortMiddleware
+from core.infra.health import Lifecycle
+from core.observability import metrics
+from core.observability.logging import configure_logging
+from core.observability.sentry import init_sentry
 
 log = structlog.get_logger("skygate")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def edge_middleware(settings: Settings, lifecycle: Lifecycle) -> list[Middleware]:
+    """The middleware stack, OUTERMOST FIRST (each wraps the ones below it); why this
+    order is in `core.http.middleware`."""
+    forwarded = ForwardedPolicy(settings.forwarded_allow_ips, hops=settings.forwarded_trusted_hops)
+    return [
+        *([Middleware(ForwardedMiddleware, policy=forwarded)] if forwarded.active else []),
+        Middleware(RequestIdMiddleware),
+        Middleware(LogContextMiddleware),
+        Middleware(DrainMiddleware, lifecycle=lifecycle),
+        Middleware(AccessMiddleware, enable_metrics=settings.enable_metrics),
+        Middleware(LastResortMiddleware),
+        Middleware(
+            CORSMiddleware,
+            origins=settings.cors_origins,
+            origin_regex=settings.cors_origin_regex,
+            on_reject=lambda origin: metrics.SECURITY_EVENTS.labels("cors_origin_rejected").inc(),
+        ),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes),
+    ]
+
+
+def create_app(settings: Settings | None = None, *, process: Process | None = None) -> FastAPI:
+    """The app. `process` says how it is run (default: one embedded process); a
+    server that knows better sets `app.state.process` before the lifespan starts,
+    as gunicorn's worker does (core.serving.worker)."""
     settings = settings or load_settings()
     configure_logging(
         json_logs=settings.json_logs, level=settings.log_level, secrets=settings.secret_values()
@@ -42,28 +75,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(settings, lifecycle)
-        app.state.services = services
-        # Everything allocated so far lives as long as the process: keep it out of the
-        # cyclic GC's generations so full collections stay short under load.
-        gc.collect()
-        gc.freeze()
-        log.info(
-            "skygate_started",
-            environment=settings.environment,
-            version=settings.version,
-            database=services.engine.dialect.name,
-            redis=services.redis.state,
-        )
-        if not settings.auth_enabled and not os.environ.get(metrics.MASTER_PID_ENV):
-            # Once per server: under gunicorn the master has said it already.
-            log.warning("auth_disabled", detail=OPEN_ACCESS_WARNING)
-        try:
-            yield
-        finally:
-            lifecycle.draining = True
-            await services.close()
-            log.info("skygate_stopped")
+        running: Process = app.state.process
+        async with open_services(settings, lifecycle, running) as services:
+            app.state.services = services
+            # Everything allocated so far lives as long as the process: keep it out of
+            # the cyclic GC's generations so full collections stay short under load.
+            gc.collect()
+            gc.freeze()
+            log.info(
+                "skygate_started",
+                environment=settings.environment,
+                version=settings.version,
+                process=running.kind,
+                database=services.engine.dialect.name,
+                redis=services.redis.state,
+            )
+            if not settings.auth_enabled and running.announces:
+                log.warning("auth_disabled", detail=OPEN_ACCESS_WARNING)
+            try:
+                yield
+            finally:
+                lifecycle.draining = True
+        log.info("skygate_stopped")
 
     app = FastAPI(
         title="Skygate",
@@ -72,29 +105,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
         openapi_url=None if settings.is_production else "/openapi.json",
+        middleware=edge_middleware(settings, lifecycle),
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
+    app.state.process = process or Process()
     install_exception_handlers(app)
     install_openapi(app)
-
-    # Middleware, innermost first (each add_middleware wraps the previous):
-    # RequestContext -> CORS -> BodySizeLimit -> routes.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(
-        CORSMiddleware,
-        origins=settings.cors_origins,
-        origin_regex=settings.cors_origin_regex,
-        on_reject=lambda origin: metrics.SECURITY_EVENTS.labels("cors_origin_rejected").inc(),
-    )
-    app.add_middleware(
-        RequestContextMiddleware,
-        enable_metrics=settings.enable_metrics,
-        lifecycle=lifecycle,
-        forwarded=ForwardedPolicy(
-            settings.forwarded_allow_ips, hops=settings.forwarded_trusted_hops
-        ),
-    )
 
     for router in V1_ROUTERS:
         app.include_router(router)
@@ -110,7 +127,7 @@ def _run_embedded() -> None:
     gunicorn workers' HTTP protocol (header and body limits, one write a response)."""
     import uvicorn
 
-    from core.http_protocol import HttpLimits, SkygateHttpProtocol
+    from core.serving.http_protocol import HttpLimits, SkygateHttpProtocol
 
     settings = load_settings()
     uvicorn.run(
@@ -121,7 +138,7 @@ def _run_embedded() -> None:
         log_config=None,
         access_log=False,
         server_header=False,
-        proxy_headers=False,  # core.forwarding applies X-Forwarded-For by hop count
+        proxy_headers=False,  # core.http.forwarding applies X-Forwarded-For by hop count
     )
 
 

@@ -18,11 +18,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core import metrics
-from core.auth import Principal
+from core.auth.authenticator import Principal
+from core.auth.credentials import constant_time_equals
 from core.errors import PermissionDeniedError
-from core.rate_limit import rate_limit_error
-from core.security import constant_time_equals
+from core.limits.rate_limit import rate_limit_error
+from core.observability import metrics
 
 
 def presented_credential(request: Request) -> str | None:

@@ -21,9 +21,9 @@ from starlette.responses import Response
 from api import openapi
 from api.deps import client_ip, operator_access, presented_credential
 from core.config import Settings
+from core.container import ServicesDep
 from core.errors import AuthenticationError
-from core.metrics import SECURITY_EVENTS, counter_totals, render_latest
-from core.services import ServicesDep
+from core.observability.metrics import SECURITY_EVENTS, counter_totals, render_latest
 
 router = APIRouter(tags=["metrics"])
 

@@ -13,7 +13,7 @@ rest, so that the document is a contract a fuzzer can hold the gateway to
   answer 401 and 429, admin routes 403, routes with parameters 422, and every
   route 400/413 (the body-size middleware) and 500 (the last-resort handler);
 - the request bodies of the LLM routes, which read their body raw: the schema is
-  generated from `core.schemas`' models when the routes are defined, so it
+  generated from `core.gateway.schemas`' models when the routes are defined, so it
   follows their allow-list;
 - the shapes of the success bodies, in the models below. Gateway-owned shapes
   refuse unknown fields (a new field, or a leaked one, is a visible change);
@@ -36,7 +36,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import admit, authenticate, require_admin
-from core.schemas import ChatCompletionRequest, EmbeddingRequest
+from core.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
 
 REF = "#/components/schemas/{model}"
 ERROR_REF = {"$ref": REF.format(model="ErrorResponse")}

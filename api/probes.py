@@ -1,7 +1,7 @@
 """Probes: `/live` (no I/O), `/ready` (can serve traffic), `/health` (deep status).
 
 Never refused, never rate limited, cheap by construction: readiness and health
-results are cached for a second by `core.health.HealthMonitor`. `/health`
+results are cached for a second by `core.infra.health.HealthMonitor`. `/health`
 gives everyone each service's state and latency; the details (backends, model
 groups, deployments cooling down) only to a caller presenting the metrics
 token, the admin key or an admin JWT — anyone else, a wrong credential
@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 
 from api import openapi
 from api.deps import client_ip, operator_access, presented_credential
+from core.container import ServicesDep
 from core.errors import RateLimitError
-from core.health import public_services
-from core.services import ServicesDep
+from core.infra.health import public_services
 
 router = APIRouter(tags=["probes"])
 NO_STORE = {"Cache-Control": "no-store"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import openapi
-from core.services import ServicesDep
+from core.container import ServicesDep
 
 router = APIRouter(tags=["meta"])
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.llm.providers import BASE_SETTINGS, KEY_SETTINGS, PROVIDERS
+from database.engine import DEFAULT_DATABASE_URL, normalize_database_url
+
 VERSION = "0.1.0"
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/skygate.db"
 MIN_SECRET_BYTES = 32
 
 Environment = Literal["development", "staging", "production"]
@@ -28,30 +30,6 @@ OPEN_ACCESS_WARNING = (
     "who can reach this server (as the tenant 'anonymous'), and the admin endpoints are "
     "disabled. Set ADMIN_API_KEY before serving beyond 127.0.0.1."
 )
-
-
-def normalize_database_url(url: str) -> str:
-    """Map the URLs platforms hand out onto the async drivers Skygate uses.
-
-    Render and Heroku give `postgres://` or `postgresql://`; SQLAlchemy needs
-    `postgresql+asyncpg://`. libpq's `sslmode` is not an asyncpg argument, so it
-    becomes asyncpg's `ssl`. Plain `sqlite://` becomes `sqlite+aiosqlite://`.
-    """
-    url = url.strip()
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError("DATABASE_URL must look like postgresql://user:pass@host/db")
-    scheme = scheme.lower()
-    if scheme in {"postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"}:
-        scheme = "postgresql+asyncpg"
-    elif scheme == "sqlite":
-        scheme = "sqlite+aiosqlite"
-    url = f"{scheme}://{rest}"
-    if scheme == "postgresql+asyncpg":
-        parts = urlsplit(url)
-        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
-        url = urlunsplit(parts._replace(query=urlencode(query)))
-    return url
 
 
 def _split_csv(value: object) -> object:
@@ -122,6 +100,8 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
 
     # -- LLM providers and routing ---------------------------------------------
+    # Each provider's key and base URL, named by its entry in `core.llm.providers`
+    # (which the validators and `provider_credentials` below read).
     router_config: str | None = None
     openai_api_key: SecretStr | None = None
     openai_api_base: str | None = None
@@ -160,12 +140,7 @@ class Settings(BaseSettings):
         "redis_url",
         "cors_origin_regex",
         "router_config",
-        "openai_api_base",
-        "anthropic_api_base",
-        "google_ai_api_base",
-        "groq_api_base",
-        "mistral_api_base",
-        "cohere_api_base",
+        *BASE_SETTINGS,
         "openai_model_fallback",
         "openai_temperature",
         "openai_max_tokens",
@@ -181,12 +156,7 @@ class Settings(BaseSettings):
         "admin_api_key",
         "encryption_master_key",
         "sentry_dsn",
-        "openai_api_key",
-        "anthropic_api_key",
-        "google_ai_api_key",
-        "groq_api_key",
-        "mistral_api_key",
-        "cohere_api_key",
+        *KEY_SETTINGS,
         "metrics_token",
         mode="before",
     )
@@ -202,7 +172,7 @@ class Settings(BaseSettings):
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _forwarded_peers(cls, value: str) -> str:
-        from core.forwarding import ForwardedPolicy
+        from core.http.forwarding import ForwardedPolicy
 
         ForwardedPolicy(value, hops=1)  # raises ValueError naming the bad entry
         return value
@@ -309,20 +279,15 @@ class Settings(BaseSettings):
         return VERSION
 
     def provider_credentials(self) -> dict[str, tuple[str, str | None]]:
-        """Provider kind -> (api key, api base override) for each provider with a key."""
-        pairs = {
-            "openai": (self.openai_api_key, self.openai_api_base),
-            "anthropic": (self.anthropic_api_key, self.anthropic_api_base),
-            "google": (self.google_ai_api_key, self.google_ai_api_base),
-            "groq": (self.groq_api_key, self.groq_api_base),
-            "mistral": (self.mistral_api_key, self.mistral_api_base),
-            "cohere": (self.cohere_api_key, self.cohere_api_base),
-        }
-        return {
-            kind: (key.get_secret_value(), base)
-            for kind, (key, base) in pairs.items()
-            if key is not None
-        }
+        """Provider kind -> (api key, api base override) for each provider with a key,
+        in the provider table's order."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for spec in PROVIDERS.values():
+            key: SecretStr | None = getattr(self, spec.key_setting) if spec.key_setting else None
+            if key is not None:
+                base: str | None = getattr(self, spec.base_setting) if spec.base_setting else None
+                found[spec.kind] = (key.get_secret_value(), base)
+        return found
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for log and error redaction."""
@@ -331,12 +296,7 @@ class Settings(BaseSettings):
             self.admin_api_key,
             self.encryption_master_key,
             self.sentry_dsn,
-            self.openai_api_key,
-            self.anthropic_api_key,
-            self.google_ai_api_key,
-            self.groq_api_key,
-            self.mistral_api_key,
-            self.cohere_api_key,
+            *(getattr(self, name) for name in KEY_SETTINGS),
             self.metrics_token,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None]

@@ -193,6 +193,20 @@ def error_for_status(status: int, message: str | None = None) -> GatewayError:
     return cls(message)
 
 
+_LOGGED = "_skygate_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Note on the exception itself that it has been logged, for whoever catches it
+    next (the last-resort middleware, `core.http.last_resort`). The note travels with
+    the exception, so no per-request state carries it and no other request sees it."""
+    setattr(exc, _LOGGED, True)
+
+
+def was_logged(exc: BaseException) -> bool:
+    return getattr(exc, _LOGGED, False) is True
+
+
 def error_body(error: GatewayError, request_id: str | None) -> bytes:
     body = error.body()
     if request_id:
@@ -266,7 +280,7 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.error("unhandled_exception", exc_info=exc, path=request.url.path)
-        request.scope.setdefault("state", {})["error_logged"] = True
+        mark_logged(exc)  # starlette re-raises it after this answer
         return render_error(GatewayError(), _request_id(request))
 
     app.add_exception_handler(GatewayError, gateway_error)

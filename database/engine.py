@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -22,6 +23,32 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/skygate.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs platforms hand out onto the async drivers Skygate uses.
+
+    Render and Heroku give `postgres://` or `postgresql://`; SQLAlchemy needs
+    `postgresql+asyncpg://`. libpq's `sslmode` is not an asyncpg argument, so it
+    becomes asyncpg's `ssl`. Plain `sqlite://` becomes `sqlite+aiosqlite://`.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("DATABASE_URL must look like postgresql://user:pass@host/db")
+    scheme = scheme.lower()
+    if scheme in {"postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"}:
+        scheme = "postgresql+asyncpg"
+    elif scheme == "sqlite":
+        scheme = "sqlite+aiosqlite"
+    url = f"{scheme}://{rest}"
+    if scheme == "postgresql+asyncpg":
+        parts = urlsplit(url)
+        query = [("ssl" if k == "sslmode" else k, v) for k, v in parse_qsl(parts.query)]
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    return url
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,34 +1,27 @@
-"""Shared fixtures: settings without ambient environment, in-process apps with a
-real lifespan, and the real PostgreSQL/Redis servers from `tests.support`."""
+"""Shared fixtures: migrated databases and in-process apps with a real lifespan;
+the real PostgreSQL/Redis servers and the fake upstream come from `tests.support`.
+
+Helpers (settings, `running_app`, credentials, request bodies) live in
+`tests.support`; the names re-exported here are for modules not yet moved to it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from core.config import Settings
 from database.schema import upgrade_head
-from main_enterprise import create_app
+from tests.support.app import AppFactory, make_settings, running_app
+
+__all__ = ["AppFactory", "make_settings", "running_app"]
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.llm"]
-
-AppFactory = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings from explicit values only (no .env file); development defaults."""
-    overrides.setdefault("log_json", True)
-    # Limits high unless a test is about limits (tests/core/test_rate_limit.py).
-    overrides.setdefault("rate_limit_per_minute", 1_000_000)
-    overrides.setdefault("rate_limit_per_hour", 10_000_000)
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -43,20 +36,6 @@ def sqlite_url(tmp_path: Path) -> str:
 def migrated_postgres_url(postgres_url: str) -> str:
     upgrade_head(postgres_url)
     return postgres_url
-
-
-@asynccontextmanager
-async def running_app(
-    settings: Settings, customize: Callable[[FastAPI], None] | None = None
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app built by `create_app`, its lifespan running, and a client talking to it."""
-    app = create_app(settings)
-    if customize is not None:
-        customize(app)
-    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://skygate.test") as client:
-            yield app, client
 
 
 @pytest.fixture

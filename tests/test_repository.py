@@ -1,12 +1,15 @@
 """The documents an operator reads stay true: every setting is in the README
-table, render.yaml wires only real settings, and the commands it runs exist."""
+table, render.yaml wires only real settings, and the commands it runs exist.
+And the test suite keeps its own shape: shared helpers live in `tests/support/`."""
 
 from __future__ import annotations
 
+import ast
 import re
 import secrets
 import shlex
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -70,7 +73,7 @@ def test_render_blueprint_passes_the_production_checks() -> None:
     passes the production refusals: no unsafe default ships in the blueprint."""
     blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
     web = next(s for s in blueprint["services"] if s["name"] == "skygate")
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for item in web["envVars"]:
         key = item["key"]
         if key in RENDER_ONLY:
@@ -84,7 +87,7 @@ def test_render_blueprint_passes_the_production_checks() -> None:
         elif "fromService" in item:
             values[key.lower()] = "redis://red-internal:6379"
     values["openai_api_key"] = "sk-prompted-at-apply-time"
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **values)
     assert settings.is_production and settings.metrics_token is not None
     assert settings.forwarded_trusted_hops == 1
 
@@ -94,3 +97,33 @@ def test_makefile_has_the_documented_targets() -> None:
     for target in ("run", "test", "serve", "migrate", "lint", "lock"):
         assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (`from a import b` counts `a` and `a.b`:
+    `b` may be a module), relative imports resolved against the file's package."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    """A helper in a test module drags that module's tests into every importer's
+    collection and breaks when they move; shared code belongs in tests/support/."""
+    offenders = {
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted((ROOT / "tests").rglob("test_*.py"))
+        for module in imported_modules(path)
+        if module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_")
+    }
+    assert offenders == set()

@@ -3,7 +3,7 @@ JWT, so a browser never has to hold a long-lived key.
 
 A token never outlives what it was exchanged for: its expiry is at most the
 presented JWT's, or the key's `expires_at`. An admin token carries the
-fingerprint of the admin key that minted it (`core.security.admin_fingerprint`),
+fingerprint of the admin key that minted it (`core.auth.credentials.admin_fingerprint`),
 so rotating ADMIN_API_KEY retires it, and nothing can be minted from it after.
 The open development principal (no ADMIN_API_KEY) has nothing to exchange.
 """
@@ -17,9 +17,9 @@ from fastapi import APIRouter, Response
 
 from api import openapi
 from api.deps import PrincipalDep
+from core.auth.credentials import issue_token
+from core.container import ServicesDep
 from core.errors import PermissionDeniedError, ServiceUnavailableError
-from core.security import issue_token
-from core.services import ServicesDep
 
 router = APIRouter(tags=["auth"])
 

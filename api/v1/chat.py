@@ -1,7 +1,7 @@
 """`POST /api/v1/chat/completions` and `POST /api/v1/embeddings`.
 
-Bodies are parsed by `core.json_body` and validated by `core.schemas` (no
-FastAPI body model), handed to `core.completions`, and the answer sent as JSON or as
+Bodies are parsed by `core.http.json_body` and validated by `core.gateway.schemas` (no
+FastAPI body model), handed to `core.gateway.completions`, and the answer sent as JSON or as
 server-sent events. A client that disconnects cancels the upstream call.
 """
 
@@ -18,15 +18,15 @@ from starlette.types import Receive, Scope, Send
 
 from api import openapi
 from api.deps import CallerDep, RequestAdmission
-from core.admission import Caller
-from core.auth import Principal
-from core.cache import CacheDirectives
-from core.completions import Answer, StreamAnswer, Upstream
+from core.auth.authenticator import Principal
+from core.container import ServicesDep
 from core.errors import GatewayError
-from core.json_body import parse_json_object
-from core.ledger import MeteredStream
-from core.rate_limit import Decision
-from core.services import ServicesDep
+from core.gateway.cache import CacheDirectives
+from core.gateway.completions import Answer, StreamAnswer, Upstream
+from core.gateway.ledger import MeteredStream
+from core.http.json_body import parse_json_object
+from core.limits.admission import Caller
+from core.limits.rate_limit import Decision
 
 router = APIRouter(tags=["llm"])
 T = TypeVar("T")
@@ -71,7 +71,7 @@ class _ClosingStreamingResponse(StreamingResponse):
     """Closes its events however the response ends. On a client disconnect
     starlette cancels the sending task and leaves the events' async generator
     suspended, to be finalised only when it is garbage collected; closing it
-    here settles the call's usage at that moment (`core.ledger`)."""
+    here settles the call's usage at that moment (`core.gateway.ledger`)."""
 
     body_iterator: MeteredStream | AsyncGenerator[bytes, None]
 

@@ -2,28 +2,24 @@
 update and revoke. Admin key or admin JWT only.
 
 Tenant names the gateway uses for itself (`admin`, `anonymous`, ... — see
-`core.auth.RESERVED_TENANTS`), in any case or with punctuation around them, are
+`core.auth.authenticator.RESERVED_TENANTS`), in any case or with punctuation around them, are
 refused with 422: such a tenant would share the admin's cache entries and usage
 rows. A key's tenant cannot be changed after creation (PATCH refuses `tenant`).
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import openapi
 from api.deps import AdminDep
-from core.auth import reserved_tenant
-from core.errors import NotFoundError
-from core.security import display_prefix, hash_api_key, new_api_key
-from core.services import ServicesDep
-from database.keys import key_by_id, list_keys, update_key
-from database.models import ApiKey
+from core.auth.authenticator import reserved_tenant
+from core.auth.keys import KeyRow
+from core.container import ServicesDep
 
 router = APIRouter(tags=["keys"])
 MAX_INT32 = 2**31 - 1  # the columns are INTEGER
@@ -74,7 +70,7 @@ class KeyUpdate(KeyLimits):
         return value
 
 
-def key_view(row: ApiKey) -> dict[str, Any]:
+def key_view(row: KeyRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "object": "api_key",
@@ -94,83 +90,37 @@ def key_view(row: ApiKey) -> dict[str, Any]:
     }
 
 
-def _changed(request: Request, key_id: str) -> None:
-    services = request.app.state.services
-    services.auth.forget()  # this worker at once; the others within AUTH_CACHE_SECONDS
-    services.spend.forget(key_id)
-
-
 @router.post(
     "/api/v1/keys", status_code=201, responses=openapi.ok(openapi.ApiKeyCreated, status=201)
 )
 async def create_key(
     body: KeyCreate, services: ServicesDep, principal: AdminDep, response: Response
 ) -> dict[str, Any]:
-    secret = new_api_key()
-    row = ApiKey(
-        id=str(uuid.uuid4()),
-        name=body.name,
-        tenant=body.tenant,
-        key_prefix=display_prefix(secret),
-        key_hash=hash_api_key(secret),
-        allowed_models=body.allowed_models,
-        rpm_limit=body.rpm_limit,
-        rph_limit=body.rph_limit,
-        tpm_limit=body.tpm_limit,
-        monthly_budget_usd=body.monthly_budget_usd,
-        expires_at=body.expires_at,
-        state="active",
-    )
-    async with services.sessions() as session, session.begin():
-        session.add(row)
-    async with services.sessions() as session:
-        stored = await key_by_id(session, key_id=row.id)
-    assert stored is not None
+    created = await services.keys.create(**body.model_dump())
     response.headers["Cache-Control"] = "no-store"
-    return {**key_view(stored), "key": secret}
+    return {**key_view(created.row), "key": created.secret}
 
 
 @router.get("/api/v1/keys", responses=openapi.ok(openapi.ApiKeyList))
 async def get_keys(
     services: ServicesDep, principal: AdminDep, tenant: str | None = None
 ) -> dict[str, Any]:
-    async with services.sessions() as session:
-        rows = await list_keys(session, tenant=tenant)
+    rows = await services.keys.list(tenant=tenant)
     return {"object": "list", "data": [key_view(row) for row in rows]}
-
-
-async def _load(services: Any, key_id: str) -> ApiKey:
-    async with services.sessions() as session:
-        row = await key_by_id(session, key_id=key_id)
-    if row is None:
-        raise NotFoundError(f"No API key with id '{key_id}'.", param="id", code="key_not_found")
-    return row
 
 
 @router.get("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
 async def get_key(key_id: str, services: ServicesDep, principal: AdminDep) -> dict[str, Any]:
-    return key_view(await _load(services, key_id))
+    return key_view(await services.keys.get(key_id))
 
 
 @router.patch("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
 async def patch_key(
-    key_id: str, body: KeyUpdate, request: Request, services: ServicesDep, principal: AdminDep
+    key_id: str, body: KeyUpdate, services: ServicesDep, principal: AdminDep
 ) -> dict[str, Any]:
-    await _load(services, key_id)
-    values = body.model_dump(exclude_unset=True)
-    if values:
-        async with services.sessions() as session, session.begin():
-            await update_key(session, key_id=key_id, values=values)
-        _changed(request, key_id)
-    return key_view(await _load(services, key_id))
+    return key_view(await services.keys.update(key_id, **body.model_dump(exclude_unset=True)))
 
 
 @router.delete("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyRevoked, 404))
-async def revoke_key(
-    key_id: str, request: Request, services: ServicesDep, principal: AdminDep
-) -> dict[str, Any]:
-    await _load(services, key_id)
-    async with services.sessions() as session, session.begin():
-        await update_key(session, key_id=key_id, values={"state": "revoked"})
-    _changed(request, key_id)
-    return {**key_view(await _load(services, key_id)), "deleted": True}
+async def revoke_key(key_id: str, services: ServicesDep, principal: AdminDep) -> dict[str, Any]:
+    return {**key_view(await services.keys.revoke(key_id)), "deleted": True}

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 
 from api import openapi
 from api.deps import PrincipalDep
+from core.container import ServicesDep
 from core.errors import NotFoundError
-from core.services import ServicesDep
 
 router = APIRouter(tags=["llm"])
 CREATED = 1_700_000_000  # a fixed timestamp: the list must not change between calls

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Query
 
 from api import openapi
 from api.deps import PrincipalDep
+from core.container import ServicesDep
 from core.errors import BadRequestError
-from core.services import ServicesDep
-from core.usage import usage_summary
 
 router = APIRouter(tags=["usage"])
 MAX_DAYS = 366
@@ -31,11 +30,9 @@ async def usage(
         raise BadRequestError(
             f"start must not be after end, and at most {MAX_DAYS} days apart.", param="start"
         )
-    await services.usage.flush()
-    async with services.sessions() as session:
-        rows = await usage_summary(
-            session, tenant=None if principal.admin else principal.tenant, since=start, until=end
-        )
+    rows = await services.usage.summary(
+        tenant=None if principal.admin else principal.tenant, since=start, until=end
+    )
     totals = {
         "requests": sum(r["requests"] for r in rows),
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),

@@ -16,18 +16,9 @@ from pathlib import Path
 
 import orjson
 
-COST_MAP_FILE = "model_prices_and_context_window_backup.json"
+from core.llm.providers import PROVIDERS
 
-# Skygate provider kind -> litellm's key prefix in the cost map.
-LITELLM_PREFIX = {
-    "openai": "",
-    "openai_compatible": "",
-    "anthropic": "anthropic",
-    "google": "gemini",
-    "groq": "groq",
-    "mistral": "mistral",
-    "cohere": "cohere_chat",
-}
+COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +53,8 @@ class CostTable:
         raw = orjson.loads(path.read_bytes())
         prices = {}
         for kind, model in wanted:
-            prefix = LITELLM_PREFIX.get(kind, "")
+            spec = PROVIDERS.get(kind)
+            prefix = spec.litellm_prefix if spec else ""
             for key in (f"{prefix}/{model}" if prefix else model, model):
                 entry = raw.get(key)
                 if isinstance(entry, dict) and "input_cost_per_token" in entry:

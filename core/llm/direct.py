@@ -8,7 +8,7 @@ get exactly what an OpenAI-compatible server sends. Usage is always requested
 upstream (`stream_options.include_usage`) for accounting; the usage-only chunk
 is dropped later if the client did not ask for it.
 
-The request body sent upstream holds only the names of `core.schemas`'
+The request body sent upstream holds only the names of `core.gateway.schemas`'
 allow-list for its endpoint (a copy, so even a caller that skipped validation
 cannot forward anything else); destination and key are the deployment's.
 """
@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from core.llm.parameters import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 from core.llm.retry_after import parse_retry_after
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
-from core.schemas import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 
 MAX_ERROR_BODY = 2000
 

@@ -15,52 +15,18 @@ from typing import Any
 import structlog
 
 from core.config import ConfigurationError, Settings
-from core.llm.config import (
-    ProviderCredentials,
-    RouterConfig,
-    RouterConfigError,
-    config_from_providers,
-    load_router_config,
-)
+from core.llm.config import RouterConfig, RouterConfigError, load_router_config
 from core.llm.costs import CostTable
-from core.llm.demo import DEMO_MODEL, DemoProvider
+from core.llm.defaults import ProviderCredentials, config_from_providers, demo_config
+from core.llm.demo import DemoProvider
 from core.llm.direct import DirectProvider
 from core.llm.litellm_provider import LiteLLMProvider, litellm_module
-from core.llm.router import DEFAULT_BASES, OPENAI_COMPATIBLE, Router
+from core.llm.providers import PROVIDERS
+from core.llm.router import Router
 from core.llm.types import Deployment, Provider
-from core.logging import redactor
+from core.observability.logging import redactor
 
 log = structlog.get_logger("skygate.router")
-
-DEFAULT_MODELS = {
-    "anthropic": "claude-haiku-4-5",
-    "google": "gemini-2.5-flash",
-    "groq": "openai/gpt-oss-120b",
-    "mistral": "mistral-small-latest",
-    "cohere": "command-r-08-2024",
-}
-KEY_VARIABLE = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "google": "GOOGLE_AI_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "cohere": "COHERE_API_KEY",
-}
-
-
-def demo_config() -> RouterConfig:
-    return RouterConfig.model_validate(
-        {
-            "model_groups": [
-                {
-                    "name": DEMO_MODEL,
-                    "description": "Offline demo model (development only, no provider)",
-                    "deployments": [{"provider": "openai", "model": DEMO_MODEL}],
-                }
-            ]
-        }
-    )
 
 
 def _credentials(settings: Settings) -> dict[str, ProviderCredentials]:
@@ -81,7 +47,6 @@ def router_config(settings: Settings) -> tuple[RouterConfig, bool]:
         _credentials(settings),
         openai_model=settings.openai_model,
         openai_model_fallback=settings.openai_model_fallback,
-        defaults=DEFAULT_MODELS,
     )
     if config is not None:
         return config, False
@@ -101,20 +66,21 @@ def _deployments(
         for index, spec in enumerate(group.deployments):
             declared = config.providers.get(spec.provider)
             kind = "demo" if demo else (declared.kind if declared else spec.provider)
+            provider = PROVIDERS[kind]  # the config's validation admits only table kinds
             api_key: str | None = None
             api_base: str | None = None
             if declared is not None:
                 api_base = declared.api_base
                 if declared.api_key_env:
                     api_key = os.environ.get(declared.api_key_env) or None
-                    if api_key is None and declared.kind != "openai_compatible":
+                    if api_key is None and not PROVIDERS[declared.kind].self_hosted:
                         problems.append(f"{declared.api_key_env} (provider {spec.provider})")
             if kind in credentials:
                 api_key = api_key or credentials[kind].api_key
                 api_base = api_base or credentials[kind].api_base
-            elif kind in KEY_VARIABLE and api_key is None:
-                problems.append(f"{KEY_VARIABLE[kind]} (used by model group {group.name!r})")
-            api_base = api_base or DEFAULT_BASES.get(kind)
+            elif provider.key_variable and api_key is None:
+                problems.append(f"{provider.key_variable} (used by model group {group.name!r})")
+            api_base = api_base or provider.default_base
             options: dict[str, Any] = {}
             if kind == "openai" and settings.openai_max_tokens and spec.max_tokens is None:
                 options["max_tokens"] = settings.openai_max_tokens
@@ -135,7 +101,7 @@ def _deployments(
                     rpm=spec.rpm,
                     tpm=spec.tpm,
                     max_tokens=spec.max_tokens or options.get("max_tokens"),
-                    openai_compatible=kind in OPENAI_COMPATIBLE,
+                    transport=provider.transport,
                     defaults=(
                         {"temperature": settings.openai_temperature}
                         if kind == "openai" and settings.openai_temperature is not None
@@ -158,7 +124,7 @@ def build_router(settings: Settings) -> tuple[Router, bool]:
     everything = [d for items in deployments.values() for d in items]
     redactor.add_secrets(d.api_key for d in everything if d.api_key)  # api_key_env keys too
     providers: dict[str, Provider] = {"direct": DirectProvider(), "demo": DemoProvider()}
-    if any(not d.openai_compatible for d in everything):
+    if any(d.transport == "litellm" for d in everything):
         litellm_module()  # pay the import at start, not on a client's first request
         providers["litellm"] = LiteLLMProvider()
     costs = CostTable.load({(d.kind, d.model) for d in everything if d.kind != "demo"})

@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from core.llm.costs import LITELLM_PREFIX
+from core.llm.parameters import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
+from core.llm.providers import PROVIDERS
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
-from core.schemas import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 
 # litellm-only keys that must not reach an OpenAI-shaped client.
 _PRIVATE_KEYS = ("_hidden_params", "_response_ms", "provider_specific_fields")
@@ -41,7 +41,7 @@ _PRIVATE_KEYS = ("_hidden_params", "_response_ms", "provider_specific_fields")
 #   model                the deployment's, never the client's.
 # Every other OpenAI name is one litellm maps for the provider or drops
 # (`drop_params`). The messages, tools and formats inside were closed by
-# `core.schemas` (no provider-hosted tools, no non-web URLs, no unknown keys).
+# `core.gateway.schemas` (no provider-hosted tools, no non-web URLs, no unknown keys).
 LITELLM_CHAT_PARAMETERS = CHAT_PARAMETERS - {
     "metadata",
     "moderation",
@@ -134,7 +134,7 @@ class LiteLLMProvider:
         """The allowed names of `body`, then the deployment's own settings: these last,
         so nothing in the body could replace them even if the allow-list let it."""
         kwargs = {name: value for name, value in body.items() if name in allowed}
-        prefix = LITELLM_PREFIX.get(deployment.kind, deployment.kind)
+        prefix = PROVIDERS[deployment.kind].litellm_prefix
         kwargs["model"] = f"{prefix}/{deployment.model}" if prefix else deployment.model
         kwargs["timeout"] = deployment.timeout
         kwargs["num_retries"] = 0  # the router retries; this zeroes litellm's max_retries too
@@ -149,7 +149,7 @@ class LiteLLMProvider:
         # With tools present litellm first looks for MCP servers to call itself (a
         # connection from the gateway) and imports the optional `mcp` package to do it;
         # without that package every call with tools failed. Skygate's tools are
-        # function and custom tools only (`core.schemas`): skip the MCP step.
+        # function and custom tools only (`core.gateway.schemas`): skip the MCP step.
         kwargs["_skip_mcp_handler"] = True
         return kwargs
 

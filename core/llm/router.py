@@ -23,20 +23,13 @@ from typing import Any
 
 import structlog
 
-from core import metrics
-from core.breaker import CircuitBreaker
+from core.infra.breaker import CircuitBreaker
 from core.llm.config import RouterConfig
 from core.llm.costs import CostTable
 from core.llm.types import Chunk, Completion, Deployment, Provider, ProviderError
+from core.observability import metrics
 
 log = structlog.get_logger("skygate.router")
-
-OPENAI_COMPATIBLE = frozenset({"openai", "groq", "mistral", "openai_compatible", "demo"})
-DEFAULT_BASES = {
-    "openai": "https://api.openai.com/v1",
-    "groq": "https://api.groq.com/openai/v1",
-    "mistral": "https://api.mistral.ai/v1",
-}
 
 
 class NoDeploymentAvailable(Exception):
@@ -64,6 +57,9 @@ class _Window:
 @dataclass(slots=True)
 class _Live:
     deployment: Deployment
+    # Resolved from `deployment.transport` when the router is built, so an attempt
+    # reads an attribute instead of choosing a provider.
+    provider: Provider
     breaker: CircuitBreaker
     window: _Window = field(default_factory=_Window)
 
@@ -119,7 +115,7 @@ class Router:
             on_change=changed,
         )
         metrics.LLM_DEPLOYMENT_COOLDOWN.labels(deployment.id).set(0)
-        return _Live(deployment, breaker)
+        return _Live(deployment, self.providers[deployment.transport], breaker)
 
     # -- lookup --------------------------------------------------------------
     def resolve(self, name: str) -> str | None:
@@ -227,14 +223,9 @@ class Router:
                 tried.add(deployment.id)
                 if attempts is not None:  # the caller's ledger prices a call it abandons
                     attempts.append(deployment)
-                provider = self.providers[
-                    "demo"
-                    if deployment.kind == "demo"
-                    else ("direct" if deployment.openai_compatible else "litellm")
-                ]
                 started = time.perf_counter()
                 try:
-                    result = await call(provider, deployment, self._prepare(deployment, body))
+                    result = await call(live.provider, deployment, self._prepare(deployment, body))
                 except ProviderError as error:
                     metrics.LLM_UPSTREAM_ERRORS.labels(deployment.kind, current, error.kind).inc()
                     last_error = error

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from core.llm.providers import Transport
+
 FailureKind = Literal["timeout", "connect", "status", "garbage", "cut"]
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -89,7 +91,9 @@ class Deployment:
     rpm: int | None = None
     tpm: int | None = None
     max_tokens: int | None = None
-    openai_compatible: bool = True
+    # Which provider object serves it (`core.llm.providers`); the router resolves it
+    # once, when it is built.
+    transport: Transport = "direct"
     defaults: dict[str, Any] = field(default_factory=dict)
     latency_ewma: float | None = None
 

@@ -1,17 +1,25 @@
 """Alembic environment: runs migrations on the async engine Skygate uses.
 
-The URL comes from `Settings` (DATABASE_URL), or from `sqlalchemy.url` when a
-caller (the tests, `database.migrate`) sets it on the Alembic config.
+The URL is `sqlalchemy.url` when a caller (the tests, `database.schema`) sets it
+on the Alembic config; otherwise DATABASE_URL from the environment or `./.env`
+(what `Settings` reads), normalised the same way, else the embedded default.
+The database layer reads no application settings: it sits below `core`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from database.engine import EngineOptions, create_engine
+from database.engine import (
+    DEFAULT_DATABASE_URL,
+    EngineOptions,
+    create_engine,
+    normalize_database_url,
+)
 from database.models import Base
 
 config = context.config
@@ -22,9 +30,15 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from core.config import Settings
+    raw = os.environ.get("DATABASE_URL") or _dotenv("DATABASE_URL")
+    return normalize_database_url(raw) if raw else DEFAULT_DATABASE_URL
 
-    return Settings().database_url
+
+def _dotenv(name: str) -> str | None:
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    values = {key.upper(): value for key, value in dotenv_values(".env").items()}
+    return values.get(name)
 
 
 def _configure(connection: Connection) -> None:

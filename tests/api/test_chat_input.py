@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,17 +12,13 @@ import orjson
 import pytest
 
 from bench.fake_upstream import FakeUpstream
-from tests.conftest import AppFactory
+from tests.support.app import AppFactory, settle
 from tests.support.llm import LLMApp
+from tests.support.requests import CHAT, chat
 
-CHAT = "/api/v1/chat/completions"
 EMBEDDINGS = "/api/v1/embeddings"
 JSON_HEADERS = {"Content-Type": "application/json"}
 PUBLIC_GROUPS = ["primary", "backup", "solo", "claude", "embed"]
-
-
-def chat(text: str = "hello", model: str = "primary", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
 
 def assert_error(
@@ -38,7 +33,7 @@ def assert_error(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     payload = response.json()
-    error = payload["error"]
+    error: dict[str, Any] = payload["error"]
     assert set(error) == {"message", "type", "param", "code"}, payload
     assert isinstance(error["message"], str) and error["message"]
     assert error["type"] == error_type
@@ -354,7 +349,7 @@ async def test_models_lists_exactly_the_public_groups(llm_app: LLMApp) -> None:
 
 
 async def test_usage_reports_the_groups_used(llm_app: LLMApp) -> None:
-    async with llm_app() as (_, client):
+    async with llm_app() as (app, client):
         for text in ("usage one", "usage two"):
             assert (await client.post(CHAT, json=chat(text))).status_code == 200
         streamed = await client.post(CHAT, json=chat("usage stream", model="solo", stream=True))
@@ -362,7 +357,7 @@ async def test_usage_reports_the_groups_used(llm_app: LLMApp) -> None:
         embedded = await client.post(EMBEDDINGS, json={"model": "embed", "input": "usage"})
         assert embedded.status_code == 200
         assert (await client.post(CHAT, json=chat(model="nope"))).status_code == 404
-        await asyncio.sleep(0.05)  # let the stream's accounting finish after [DONE]
+        await settle(app)  # let the stream's accounting finish after [DONE]
 
         response = await client.get("/api/v1/usage")
         assert response.status_code == 200

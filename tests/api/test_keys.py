@@ -8,36 +8,19 @@ import asyncio
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
-from sqlalchemy import text
 
 from bench.fake_upstream import FakeUpstream
-from core.security import admin_fingerprint
-from tests.support.llm import LLMApp
+from tests.support.app import settle
+from tests.support.auth import ADMIN, SECRET, admin_claims, bearer, create_key
+from tests.support.llm import LLMApp, priced_router
+from tests.support.requests import CHAT, chat
 
-ADMIN = "admin-key-for-tests-0123456789abcdef"
-SECRET = "jwt-secret-for-tests-0123456789abcdef-0123456789abcdef-0123456789"
-CHAT = "/api/v1/chat/completions"
 AUTH = {"admin_api_key": ADMIN, "jwt_secret_key": SECRET, "auth_cache_seconds": 0.5}
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
-async def create_key(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
-    body = {"name": "test key", "tenant": "team-a", **fields}
-    response = await client.post("/api/v1/keys", json=body, headers=bearer(ADMIN))
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def chat(text: str = "hello", model: str = "primary") -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}]}
 
 
 async def test_key_lifecycle_through_the_admin_api(llm_app: LLMApp) -> None:
@@ -98,30 +81,30 @@ async def test_key_limited_to_some_models_gets_403_for_others(
         assert allowed.status_code == 200
 
 
-async def test_budget_exhausted_is_a_429_until_raised(llm_app: LLMApp) -> None:
-    async with llm_app(**AUTH) as (app, client):
-        created = await create_key(client, monthly_budget_usd=1.0)
+async def test_budget_exhausted_is_a_429_until_raised(
+    llm_app: LLMApp, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Real answers spend the budget: a priced model, whose answers (from the fake)
+    carry usage, and a budget of $0.0001 that one answer to a long prompt (~1000
+    tokens each way, ~$0.0008) uses up."""
+    router = priced_router(upstream, tmp_path / "priced.yaml")
+    async with llm_app(router_config=router, **AUTH) as (app, client):
+        created = await create_key(client, monthly_budget_usd=0.0001)
         key = created["key"]
-        assert (await client.post(CHAT, json=chat("a"), headers=bearer(key))).status_code == 200
-        async with app.state.services.sessions() as session, session.begin():
-            await session.execute(
-                text(
-                    "INSERT INTO usage_records (request_id, tenant, api_key_id, model_group,"
-                    " prompt_tokens, completion_tokens, cost_usd, latency_ms, cache_status,"
-                    " outcome)"
-                    " VALUES ('r', 'team-a', :id, 'primary', 1, 1, 2.5, 1, 'miss', 'success')"
-                ),
-                {"id": created["id"]},
-            )
-        app.state.services.spend.forget(created["id"])
-        over = await client.post(CHAT, json=chat("b"), headers=bearer(key))
+        long = chat("word " * 1000, model="metered")
+        assert (await client.post(CHAT, json=long, headers=bearer(key))).status_code == 200
+        await settle(app)  # the answer's cost is added to the key's spend
+        spent = (await client.get("/api/v1/usage", headers=bearer(key))).json()
+        assert spent["totals"]["cost_usd"] >= 0.0001
+        over = await client.post(CHAT, json=chat("b", model="metered"), headers=bearer(key))
         assert over.status_code == 429
         assert over.json()["error"]["code"] == "budget_exceeded"
         assert "budget" in over.json()["error"]["message"]
         await client.patch(
             f"/api/v1/keys/{created['id']}", headers=bearer(ADMIN), json={"monthly_budget_usd": 10}
         )
-        assert (await client.post(CHAT, json=chat("c"), headers=bearer(key))).status_code == 200
+        ok = await client.post(CHAT, json=chat("c", model="metered"), headers=bearer(key))
+        assert ok.status_code == 200
 
 
 async def test_expired_and_disabled_keys_are_refused(llm_app: LLMApp) -> None:
@@ -161,7 +144,7 @@ async def test_hostile_key_values_are_a_quick_401(llm_app: LLMApp, value: str) -
     async with llm_app(**AUTH) as (_, client):
         started = time.monotonic()
         response = await client.post(
-            CHAT, json=chat(), headers={"Authorization": f"Bearer {value}".encode()}
+            CHAT, json=chat(), headers={b"Authorization": f"Bearer {value}".encode()}
         )
         assert response.status_code == 401
         assert response.json()["error"]["type"] == "authentication_error"
@@ -170,7 +153,7 @@ async def test_hostile_key_values_are_a_quick_401(llm_app: LLMApp, value: str) -
 
 async def test_nul_bytes_in_x_api_key_are_a_401(llm_app: LLMApp) -> None:
     async with llm_app(**AUTH) as (_, client):
-        response = await client.post(CHAT, json=chat(), headers={"X-API-Key": b"sk-sg-\x00abc"})
+        response = await client.post(CHAT, json=chat(), headers={b"X-API-Key": b"sk-sg-\x00abc"})
         assert response.status_code == 401
 
 
@@ -197,46 +180,31 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims = {
-        "iss": "skygate",
-        "aud": "skygate-api",
-        "sub": "admin",
-        "tenant": "admin",
-        "admin": True,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        "akf": admin_fingerprint(secret=SECRET, admin_key=ADMIN),
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
 def _forge(name: str) -> str:
     if name == "alg-none":
-        return _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(_claims()) + "."
+        return _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(admin_claims()) + "."
     if name == "alg-confusion":  # HS512 / RS-style header with the shared secret
-        return jwt.encode(_claims(), SECRET, algorithm="HS512")
+        return jwt.encode(admin_claims(), SECRET, algorithm="HS512")
     if name == "wrong-secret":
-        return jwt.encode(_claims(), "another-secret-that-is-long-enough-000", algorithm="HS256")
+        return jwt.encode(
+            admin_claims(), "another-secret-that-is-long-enough-000", algorithm="HS256"
+        )
     if name == "wrong-aud":
-        return jwt.encode(_claims(aud="someone-else"), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(aud="someone-else"), SECRET, algorithm="HS256")
     if name == "wrong-iss":
-        return jwt.encode(_claims(iss="evil"), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(iss="evil"), SECRET, algorithm="HS256")
     if name == "no-exp":
-        return jwt.encode(_claims(exp=None), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(exp=None), SECRET, algorithm="HS256")
     if name == "expired":
-        return jwt.encode(_claims(exp=int(time.time()) - 3600), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(exp=int(time.time()) - 3600), SECRET, algorithm="HS256")
     if name == "future-nbf":
-        return jwt.encode(_claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256")
     if name == "tampered":
-        good = jwt.encode(_claims(admin=False, sub="nobody"), SECRET, algorithm="HS256")
+        good = jwt.encode(admin_claims(admin=False, sub="nobody"), SECRET, algorithm="HS256")
         header, _, signature = good.split(".")
-        return f"{header}.{_b64(_claims())}.{signature}"
+        return f"{header}.{_b64(admin_claims())}.{signature}"
     if name == "oversized":
-        return jwt.encode(_claims(pad="x" * 5000), SECRET, algorithm="HS256")
+        return jwt.encode(admin_claims(pad="x" * 5000), SECRET, algorithm="HS256")
     raise ValueError(name)
 
 
@@ -257,7 +225,7 @@ def _forge(name: str) -> str:
 )
 async def test_jwt_attacks_are_refused(llm_app: LLMApp, attack: str) -> None:
     async with llm_app(**AUTH) as (_, client):
-        control = jwt.encode(_claims(), SECRET, algorithm="HS256")
+        control = jwt.encode(admin_claims(), SECRET, algorithm="HS256")
         assert (await client.get("/api/v1/keys", headers=bearer(control))).status_code == 200
         response = await client.get("/api/v1/keys", headers=bearer(_forge(attack)))
         assert response.status_code == 401
@@ -267,12 +235,12 @@ async def test_jwt_attacks_are_refused(llm_app: LLMApp, attack: str) -> None:
 async def test_tenants_do_not_see_each_others_usage_or_cache(
     llm_app: LLMApp, upstream: FakeUpstream
 ) -> None:
-    async with llm_app(**AUTH) as (_, client):
+    async with llm_app(**AUTH) as (app, client):
         key_a = (await create_key(client, tenant="tenant-a"))["key"]
         key_b = (await create_key(client, tenant="tenant-b"))["key"]
         first = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_a))
         assert first.headers["x-cache"] == "miss"
-        await asyncio.sleep(0.05)
+        await settle(app)  # the answer is stored
         again_a = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_a))
         assert again_a.headers["x-cache"] == "hit"
         as_b = await client.post(CHAT, json=chat("private to a"), headers=bearer(key_b))

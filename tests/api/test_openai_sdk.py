@@ -15,15 +15,17 @@ import httpx
 import openai
 import pytest
 from fastapi import FastAPI
+from openai.types.chat import ChatCompletionFunctionToolParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from bench.fake_upstream import FakeUpstream
-from tests.conftest import AppFactory
+from tests.support.app import AppFactory
 from tests.support.llm import LLMApp
 
 BASE_URL = "http://skygate.test/api/v1"
 CLIENT_KEY = "sk-client-secret-never-forwarded"
 ERROR_KEYS = {"message", "type", "param", "code"}
-WEATHER_TOOL: dict[str, Any] = {
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -67,7 +69,8 @@ def assert_openai_error_shape(exc: openai.APIStatusError, status: int) -> dict[s
     assert exc.code == payload["error"]["code"] and exc.type == payload["error"]["type"]
     # the SDK exposes x-request-id; the body carries the same id
     assert exc.request_id and payload.get("request_id") == exc.request_id
-    return payload["error"]
+    error: dict[str, Any] = payload["error"]
+    return error
 
 
 # --------------------------------------------------------------------------- the demo model
@@ -190,7 +193,7 @@ async def test_chat_streaming_and_alias_against_the_upstream(
 
 
 async def test_sampling_parameters_are_forwarded(llm_app: LLMApp, upstream: FakeUpstream) -> None:
-    schema = {
+    schema: ResponseFormatJSONSchema = {
         "type": "json_schema",
         "json_schema": {
             "name": "answer",
@@ -201,7 +204,7 @@ async def test_sampling_parameters_are_forwarded(llm_app: LLMApp, upstream: Fake
         completion = await client.chat.completions.create(
             model="solo",
             messages=user("many params"),
-            response_format=schema,  # type: ignore[arg-type]
+            response_format=schema,
             seed=42,
             n=2,
             stop=["\n\n", "END"],
@@ -239,7 +242,7 @@ async def test_tool_calls_round_trip(llm_app: LLMApp, upstream: FakeUpstream) ->
         completion = await client.chat.completions.create(
             model="primary",
             messages=user("What is the weather in Paris?"),
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
             tool_choice="auto",
         )
         choice = completion.choices[0]
@@ -266,14 +269,14 @@ async def test_tool_calls_round_trip(llm_app: LLMApp, upstream: FakeUpstream) ->
                 {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
                 {"role": "user", "content": "thanks"},
             ],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
         )
         assert follow_up.choices[0].message.content == "echo: thanks"
 
         stream = await client.chat.completions.create(
             model="primary",
             messages=user("weather in Paris, streamed"),
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER_TOOL],
             stream=True,
         )
         arguments = ""

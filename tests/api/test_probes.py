@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import httpx
 
-from core.health import Lifecycle
-from tests.conftest import AppFactory, make_settings, running_app
+from core.infra.health import Lifecycle
+from tests.support.app import AppFactory, make_settings, running_app
 from tests.support.servers import PostgresServer, RedisServer
 
 METRICS_TOKEN = "metrics-token-for-probe-tests"

@@ -8,14 +8,18 @@ import json
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
 from bench.fake_upstream import FakeUpstream, run_in_thread
+from tests.support import requests
 
 USER = {"role": "user", "content": "hello there world"}
+# The fake answers any model name; these tests name the model, not the text.
+chat = partial(requests.chat, text=str(USER["content"]), model="m1")
 
 
 # `upstream` (a started FakeUpstream) comes from tests/support/llm.py.
@@ -25,10 +29,6 @@ USER = {"role": "user", "content": "hello there world"}
 async def client(upstream: FakeUpstream) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=upstream.base_url, timeout=5) as http:
         yield http
-
-
-def chat(model: str = "m1", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [USER], **extra}
 
 
 def sse_data(text: str) -> list[str]:
@@ -160,8 +160,10 @@ async def test_paths_work_without_v1_prefix_and_models_lists_seen(
     upstream: FakeUpstream,
 ) -> None:
     async with httpx.AsyncClient(base_url=upstream.root_url, timeout=5) as http:
-        assert (await http.post("/chat/completions", json=chat("bare"))).status_code == 200
-        assert (await http.post("/v1/chat/completions", json=chat("prefixed"))).status_code == 200
+        assert (await http.post("/chat/completions", json=chat(model="bare"))).status_code == 200
+        assert (
+            await http.post("/v1/chat/completions", json=chat(model="prefixed"))
+        ).status_code == 200
         models = (await http.get("/v1/models")).json()
     assert [m["id"] for m in models["data"]] == ["bare", "prefixed"]
     assert upstream.calls() == 2
@@ -274,7 +276,7 @@ async def test_status_with_retry_after_in_each_provider_shape(
     }
 
     # Other models are unaffected; "ok" restores the model.
-    assert (await client.post("/chat/completions", json=chat("m2"))).status_code == 200
+    assert (await client.post("/chat/completions", json=chat(model="m2"))).status_code == 200
     upstream.set_behaviour("m1", "ok")
     assert (await client.post("/chat/completions", json=chat())).status_code == 200
 
@@ -296,8 +298,8 @@ async def test_wildcard_behaviour_applies_to_models_without_their_own(
 ) -> None:
     upstream.set_behaviour("*", "status", status=500)
     upstream.set_behaviour("healthy", "slow", delay_ms=1)
-    assert (await client.post("/chat/completions", json=chat("any"))).status_code == 500
-    assert (await client.post("/chat/completions", json=chat("healthy"))).status_code == 200
+    assert (await client.post("/chat/completions", json=chat(model="any"))).status_code == 500
+    assert (await client.post("/chat/completions", json=chat(model="healthy"))).status_code == 200
 
 
 async def test_hang_is_cancelled_by_client_timeout_and_counted(
@@ -360,7 +362,7 @@ async def test_cut_anthropic_stream_and_plain_body(
     with pytest.raises(httpx.RemoteProtocolError, match="expected"):
         await client.post("/chat/completions", json=chat())
     # The connection pool recovers: the next request gets a fresh connection.
-    assert (await client.post("/chat/completions", json=chat("m2"))).status_code == 200
+    assert (await client.post("/chat/completions", json=chat(model="m2"))).status_code == 200
 
 
 async def test_garbage(upstream: FakeUpstream, client: httpx.AsyncClient) -> None:
@@ -412,8 +414,8 @@ async def test_control_api_and_stats(upstream: FakeUpstream) -> None:
         assert (await http.post("/_control/behaviour", json=bad)).status_code == 400
 
         assert (await http.post("/v1/chat/completions", json=chat())).status_code == 401
-        await http.post("/v1/chat/completions", json=chat("m2"))
-        await http.post("/v1/chat/completions", json=chat("m2"))
+        await http.post("/v1/chat/completions", json=chat(model="m2"))
+        await http.post("/v1/chat/completions", json=chat(model="m2"))
 
         stats = (await http.get("/_control/stats")).json()
         assert stats["calls"] == {"m1": 1, "m2": 2}

@@ -4,6 +4,7 @@ production refusals an operator would hit."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.config import DEFAULT_DATABASE_URL, Settings, normalize_database_url
-from tests.conftest import make_settings
+from core.config import Settings
+from core.llm.providers import BASE_SETTINGS
+from database.engine import DEFAULT_DATABASE_URL, normalize_database_url
+from tests.support.app import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG = "x" * 32
@@ -33,15 +36,54 @@ def production(**overrides: object) -> Settings:
     return make_settings(**{k: v for k, v in values.items() if v is not None})
 
 
-def test_development_defaults_need_no_environment() -> None:
+def readme_settings() -> dict[str, str]:
+    """README's env-var table: variable -> its default cell."""
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"^\| `([A-Z0-9_]+)` \| (.*?) \|", line)
+        if match:
+            rows[match.group(1)] = match.group(2).strip()
+    return rows
+
+
+def shown(default: object) -> str:
+    """A default as README writes it."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and default.is_integer() and default != 0:
+        return str(int(default))
+    return str(default)
+
+
+def test_every_setting_is_in_the_readme_with_the_default_it_really_has() -> None:
+    """The README's table is what operators configure from: a setting missing from it,
+    or a default that drifted from the code, is a bug an operator would hit."""
+    rows = readme_settings()
+    provider_bases = {name.upper() for name in BASE_SETTINGS}  # the table's defaults
+    for name, field in Settings.model_fields.items():
+        variable = name.upper()
+        assert variable in rows, f"{variable} is missing from README.md's settings table"
+        cell = rows[variable]
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            assert cell == "unset" or variable in provider_bases or cell == "auto", (
+                variable,
+                cell,
+            )
+        elif default == []:
+            assert cell == "empty", (variable, cell)
+        else:
+            assert cell == f"`{shown(default)}`", (variable, cell, default)
+
+
+def test_nothing_set_is_the_embedded_default() -> None:
+    """With no environment a development server starts on the SQLite file and no
+    Redis (make run), and auth is off only because no admin key exists."""
     settings = make_settings()
     assert settings.environment == "development"
     assert settings.database_url == DEFAULT_DATABASE_URL
-    assert settings.redis_url is None
-    assert (settings.db_pool_size, settings.db_max_overflow) == (10, 20)
-    assert (settings.db_pool_timeout, settings.db_pool_recycle) == (30, 1800)
-    assert settings.redis_max_connections == 50
-    assert settings.web_concurrency == 2
+    assert settings.is_sqlite and settings.redis_url is None
+    assert not settings.auth_enabled
 
 
 def test_safe_production_settings_are_accepted() -> None:

@@ -7,32 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from starlette.types import Message
 
-from core.errors import RateLimitError
-from tests.conftest import AppFactory
-
-LEAKY = "internal detail: password=hunter2 at /srv/skygate/core.py line 42"
-
-
-class Echo(BaseModel):
-    text: str
-    n: int = Field(default=1, ge=1, le=8)
-
-
-def add_test_routes(app: FastAPI) -> None:
-    @app.post("/test/echo")
-    async def echo(body: Echo) -> dict[str, Any]:
-        return {"text": body.text, "n": body.n}
-
-    @app.get("/test/boom")
-    async def boom() -> None:
-        raise RuntimeError(LEAKY)
-
-    @app.get("/test/limited")
-    async def limited() -> None:
-        raise RateLimitError("Slow down.", headers={"Retry-After": "7"})
+from tests.support.app import AppFactory
+from tests.support.routes import add_test_routes
 
 
 def assert_error_shape(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -104,12 +82,12 @@ async def test_client_leaving_before_its_body_arrives_is_not_a_server_error(
     app_factory: AppFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:
     async with app_factory(customize=add_test_routes) as (app, _):
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
         path = "/api/v1/chat/completions"

@@ -11,64 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from core.security import display_prefix, hash_api_key, new_api_key
+from core.auth.credentials import hash_api_key
 from database.models import ApiKey
-from tests.conftest import AppFactory
+from tests.support.app import AppFactory
+from tests.support.auth import ADMIN, SECRET, bearer, forged_admin_token, insert_key
 from tests.support.gateway import GatewayProcess
+from tests.support.requests import CHAT, chat
 
-ADMIN = "admin-key-for-security-tests-0123456789"
-SECRET = "jwt-secret-for-security-tests-0123456789abcdef0123456789"
-CHAT = "/api/v1/chat/completions"
 READY = "Application startup complete"  # uvicorn, once per worker
-DEMO = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
-async def insert_key(app: FastAPI, *, tenant: str = "team-a", **fields: Any) -> tuple[str, str]:
-    """A tenant key written straight to the database (no admin exists to create it)."""
-    secret, key_id = new_api_key(), str(uuid.uuid4())
-    async with app.state.services.sessions() as session, session.begin():
-        session.add(
-            ApiKey(
-                id=key_id,
-                name="direct",
-                tenant=tenant,
-                key_prefix=display_prefix(secret),
-                key_hash=hash_api_key(secret),
-                state="active",
-                **fields,
-            )
-        )
-    return secret, key_id
-
-
-def forged_admin_token(**claims: Any) -> str:
-    now = int(time.time())
-    payload = {
-        "iss": "skygate",
-        "aud": "skygate-api",
-        "sub": "admin",
-        "tenant": "admin",
-        "admin": True,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        **claims,
-    }
-    return jwt.encode(payload, SECRET, algorithm="HS256")
+DEMO = chat(model="demo")
 
 
 def unverified(token: str) -> dict[str, Any]:

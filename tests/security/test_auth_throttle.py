@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import event
 
-from tests.conftest import AppFactory
-from tests.security.test_admin_auth import ADMIN, bearer
+from tests.support.app import AppFactory
+from tests.support.auth import ADMIN, bearer
 from tests.support.gateway import GatewayProcess
 
 MODELS = "/api/v1/models"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from core.config import Settings
-from core.forwarding import ForwardedPolicy
+from core.http.forwarding import ForwardedPolicy
 from tests.support.gateway import GatewayProcess
 
 REAL = "198.51.100.7"  # what "Render's proxy" appends: the address it saw
@@ -54,7 +54,7 @@ def test_forwarded_proto_by_the_same_rule() -> None:
 
 def test_a_bad_allow_list_entry_stops_the_start() -> None:
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
-        Settings(_env_file=None, forwarded_allow_ips="127.0.0.1,not-a-network")  # type: ignore[call-arg]
+        Settings(_env_file=None, forwarded_allow_ips="127.0.0.1,not-a-network")
 
 
 @pytest.mark.slow

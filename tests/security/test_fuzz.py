@@ -36,11 +36,12 @@ from schemathesis.checks import (  # the registry of checks, by name
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 from schemathesis.errors import FailureGroup
 
 from api.openapi import ChatCompletionChunk, ErrorResponse
 from main_enterprise import create_app
-from tests.conftest import make_settings
+from tests.support.app import make_settings
 from tests.support.llm import LLMApp
 
 ADMIN = "fuzz-admin-key-0123456789abcdef"
@@ -104,7 +105,7 @@ class Drawn:
     label: str
     kind: str  # steered | positive | negative
     authenticated: bool  # the operation documents a credential
-    case: Case
+    case: Case[Any]
 
 
 @dataclass
@@ -153,9 +154,9 @@ def steer(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def draw(operation: Any, mode: GenerationMode, count: int) -> list[Case]:
+def draw(operation: Any, mode: GenerationMode, count: int) -> list[Case[Any]]:
     """`count` cases for `operation`, the same ones every run."""
-    cases: list[Case] = []
+    cases: list[Case[Any]] = []
 
     @settings(
         max_examples=count,
@@ -171,7 +172,7 @@ def draw(operation: Any, mode: GenerationMode, count: int) -> list[Case]:
         ],
     )
     @given(operation.as_strategy(generation_mode=mode))
-    def collect(case: Case) -> None:
+    def collect(case: Case[Any]) -> None:
         cases.append(case)
 
     collect()
@@ -193,6 +194,7 @@ def draw_all(document: dict[str, Any]) -> list[Drawn]:
     for result in schemathesis.openapi.from_dict(
         steered_document, config=config
     ).get_all_operations():
+        assert isinstance(result, Ok), result  # the document is valid (else: its error)
         operation = result.ok()
         if _definition(document, operation) == _definition(steered_document, operation) and (
             operation.label not in LLM_OPERATIONS  # steered in their body's components
@@ -202,9 +204,11 @@ def draw_all(document: dict[str, Any]) -> list[Drawn]:
             draw(operation, GenerationMode.POSITIVE, STEERED_EXAMPLES.get(operation.label, 4))
         ):
             if operation.label == "POST /api/v1/chat/completions" and index % 2:
+                assert isinstance(case.body, dict)  # a valid chat body is an object
                 case.body["stream"] = True
             drawn.append(_drawn(operation, "steered", case))
     for result in schemathesis.openapi.from_dict(document, config=config).get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         modes = [("positive", GenerationMode.POSITIVE)]
         if _takes_input(operation):
@@ -221,7 +225,7 @@ def _definition(document: dict[str, Any], operation: Any) -> dict[str, Any]:
     return definition
 
 
-def _drawn(operation: Any, kind: str, case: Case) -> Drawn:
+def _drawn(operation: Any, kind: str, case: Case[Any]) -> Drawn:
     return Drawn(operation.label, kind, "security" in operation.definition.raw, case)
 
 
@@ -231,7 +235,7 @@ def drawn() -> list[Drawn]:
     return draw_all(create_app(make_settings(**_settings())).openapi())
 
 
-def _request(case: Case, credential: str | None, key_id: str) -> dict[str, Any]:
+def _request(case: Case[Any], credential: str | None, key_id: str) -> dict[str, Any]:
     """httpx arguments for `case`: schemathesis' serialisation, with the identity's
     credential instead of any generated one (a random one stays when there is none)."""
     kwargs = case.as_transport_kwargs(base_url=BASE_URL)
@@ -277,7 +281,7 @@ def stream_problems(response: httpx.Response) -> Iterator[str]:
         yield "a stream that did not fail must end with data: [DONE]"
 
 
-def _check(case: Case, response: httpx.Response, *, negative: bool) -> list[tuple[str, str]]:
+def _check(case: Case[Any], response: httpx.Response, *, negative: bool) -> list[tuple[str, str]]:
     """(what failed, the report) for each problem with `response`."""
     checks = [*CHECKS, negative_data_rejection] if negative else CHECKS
     problems = [(problem[:60], problem) for problem in stream_problems(response)]

@@ -3,7 +3,7 @@
 The depth check walked every element once a body held more than 64 brackets:
 10 MiB of `[]` took 8.5 s, during which that worker answered nothing, and two
 such requests stalled both workers. Now a pre-scan of C-speed passes refuses
-such bodies before orjson builds anything (core/json_body.py). Shown against
+such bodies before orjson builds anything (core/http/json_body.py). Shown against
 real gunicorn (two workers, 16 MiB body limit): hostile 8 MiB bodies of several
 shapes sent to both workers at once are each answered 400 while `/live`, timed
 from other connections, keeps answering.
@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from core.errors import InvalidJSONError
-from core.json_body import MAX_CONTAINERS, MAX_DEPTH, MAX_VALUES, parse_json_object
+from core.http.json_body import MAX_CONTAINERS, MAX_DEPTH, MAX_VALUES, parse_json_object
 from tests.support.gateway import GatewayProcess, sqlite_gateway
 
 MIB = 1024 * 1024

@@ -13,9 +13,9 @@ the rows are read from `usage_records`.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,51 +27,23 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from bench.fake_upstream import FakeUpstream
-from core.admission import Caller
-from core.cache import CacheDirectives
-from core.completions import StreamAnswer, Upstream
+from core.gateway.cache import CacheDirectives
+from core.gateway.completions import StreamAnswer, Upstream
+from core.limits.admission import Caller
 from database.models import UsageRecord
 from main_enterprise import create_app
-from tests.conftest import make_settings
-from tests.support.llm import LLMApp
+from tests.support import requests
+from tests.support.app import make_settings
+from tests.support.auth import ADMIN, SECRET, bearer, create_key
+from tests.support.llm import PRICED_MODEL as MODEL
+from tests.support.llm import LLMApp, priced_router
+from tests.support.requests import CHAT
 from tests.support.servers import free_port
 
-ADMIN = "admin-key-for-metering-0123456789abcdef"
-SECRET = "jwt-secret-for-metering-0123456789abcdef-0123456789abcdef-01234567"
-CHAT = "/api/v1/chat/completions"
-MODEL = "gpt-4o-mini"  # priced in litellm's bundled cost map: $0.15 / $0.60 per million
 LONG_PROMPT = "word " * 4000  # ~5000 tokens by the gateway's estimate, ~$0.00075 of input
 
 
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
-def chat(text: str, **extra: Any) -> dict[str, Any]:
-    return {"model": "metered", "messages": [{"role": "user", "content": text}], **extra}
-
-
-def priced_router(upstream: FakeUpstream, path: Path, *, timeout: float = 30) -> str:
-    """One group, `metered`, on an `openai` deployment of a priced model served by the fake."""
-    path.write_text(
-        textwrap.dedent(f"""\
-            retry:
-              attempts: 0
-            cooldown:
-              failures: 100
-              seconds: 1
-            providers:
-              fake-openai:
-                kind: openai
-                api_base: {upstream.base_url}
-                api_key_env: FAKE_OPENAI_KEY
-            model_groups:
-              - name: metered
-                deployments:
-                  - {{provider: fake-openai, model: {MODEL}, timeout_seconds: {timeout}}}
-            """)
-    )
-    return str(path)
+chat = partial(requests.chat, model="metered")
 
 
 @asynccontextmanager
@@ -112,11 +84,9 @@ def settings(
     }
 
 
-async def create_key(client: httpx.AsyncClient, **limits: Any) -> tuple[str, str]:
-    body = {"name": "metered", "tenant": "team-m", **limits}
-    response = await client.post("/api/v1/keys", json=body, headers=bearer(ADMIN))
-    assert response.status_code == 201, response.text
-    created = response.json()
+async def metered_key(client: httpx.AsyncClient, **limits: Any) -> tuple[str, str]:
+    """(id, secret) of a new key of the tenant `team-m` with these limits."""
+    created = await create_key(client, name="metered", tenant="team-m", **limits)
     return created["id"], created["key"]
 
 
@@ -169,7 +139,7 @@ async def test_cut_streams_are_metered_and_spend_the_budget(
     ($0.001, about 1.3 cut streams of this prompt) refuses the third request."""
     upstream.set_behaviour(MODEL, "slow", chunk_delay_ms=200)
     async with serving(**settings) as (app, client):
-        key_id, key = await create_key(client, monthly_budget_usd=0.001)
+        key_id, key = await metered_key(client, monthly_budget_usd=0.001)
         for n in (1, 2):
             await cut_stream(client, key, chat(LONG_PROMPT, stream=True))
             found = await rows(app, count=n, api_key_id=key_id)
@@ -191,7 +161,7 @@ async def test_cut_streams_count_against_the_token_limit(
     though cut); the third is refused. Before, every cut stream gave back all."""
     upstream.set_behaviour(MODEL, "slow", chunk_delay_ms=200)
     async with serving(**settings, redis_url=redis_url) as (app, client):
-        key_id, key = await create_key(client, tpm_limit=5000)
+        key_id, key = await metered_key(client, tpm_limit=5000)
         prompt = "word " * 1200
         for n in (1, 2):
             await cut_stream(client, key, chat(prompt, stream=True, max_tokens=1500))
@@ -218,7 +188,7 @@ async def test_an_abandoned_call_writes_one_row_and_spends_the_budget(
     upstream.set_behaviour(MODEL, "hang")
     settings["database_url"] = migrated_postgres_url
     async with serving(**settings) as (app, client):
-        key_id, key = await create_key(client, monthly_budget_usd=0.0005)
+        key_id, key = await metered_key(client, monthly_budget_usd=0.0005)
         cancelled = upstream.cancelled
         with pytest.raises(httpx.ReadTimeout):
             await client.post(

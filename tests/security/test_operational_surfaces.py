@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AppFactory, make_settings, running_app
-from tests.security.test_admin_auth import ADMIN, SECRET, bearer
+from tests.support.app import AppFactory, make_settings, running_app
+from tests.support.auth import ADMIN, SECRET, bearer
 
 TOKEN = "metrics-token-for-security-tests-0123"
 SHORT = {"status", "latency_ms"}

@@ -25,18 +25,17 @@ import httpx
 import pytest
 
 from bench.fake_upstream import FakeUpstream
+from core.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
 from core.llm.litellm_provider import LITELLM_CHAT_PARAMETERS, litellm_module
-from core.schemas import (
+from core.llm.parameters import (
     CHAT_PARAMETERS,
     EMBEDDING_PARAMETERS,
     OPENAI_CHAT_PARAMETERS,
     PROVIDER_EXTRAS,
-    ChatCompletionRequest,
-    EmbeddingRequest,
 )
 from tests.support.llm import LLMApp
+from tests.support.requests import CHAT, chat
 
-CHAT = "/api/v1/chat/completions"
 EMBEDDINGS = "/api/v1/embeddings"
 CONTRACT = Path(__file__).parent.parent / "contracts" / "openai-openapi-subset.json"
 CANARIES = {
@@ -101,10 +100,6 @@ def canary_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Provider keys in the environment, as on a real deployment: litellm falls back to them."""
     for name, value in CANARIES.items():
         monkeypatch.setenv(name, value)
-
-
-def chat(model: str = "claude", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
 def litellm_argument_names() -> set[str]:
@@ -229,9 +224,9 @@ async def test_no_litellm_argument_reaches_a_provider(
         for name in names:
             value = hostile_value(name, attacker.url)
             requests = [
-                (CHAT, chat("claude", **{name: value})),
-                (CHAT, chat("claude", stream=True, **{name: value})),
-                (CHAT, chat("primary", **{name: value})),
+                (CHAT, chat("hi", "claude", **{name: value})),
+                (CHAT, chat("hi", "claude", stream=True, **{name: value})),
+                (CHAT, chat("hi", "primary", **{name: value})),
             ]
             if name not in EMBEDDING_PARAMETERS:  # `dimensions`, `encoding_format`: OpenAI's
                 requests.append((EMBEDDINGS, {"model": "embed", "input": "x", name: value}))
@@ -262,9 +257,9 @@ async def test_the_reported_model_list_attack_never_reaches_the_attacker(
     ]
     async with llm_app() as (_, client):
         for body in (
-            chat("claude", model_list=model_list),
-            chat("claude", model_list=model_list, stream=True),
-            chat("primary", model_list=model_list),
+            chat("hi", "claude", model_list=model_list),
+            chat("hi", "claude", model_list=model_list, stream=True),
+            chat("hi", "primary", model_list=model_list),
         ):
             response = await client.post(CHAT, json=body)
             assert response.status_code == 400, response.text
@@ -277,7 +272,8 @@ async def test_the_reported_model_list_attack_never_reaches_the_attacker(
 async def test_several_unknown_fields_are_named(llm_app: LLMApp, upstream: FakeUpstream) -> None:
     async with llm_app() as (_, client):
         response = await client.post(
-            CHAT, json=chat(api_base="http://x", api_key="sk", zzz=1, temperature="hot")
+            CHAT,
+            json=chat("hi", "claude", api_base="http://x", api_key="sk", zzz=1, temperature="hot"),
         )
         assert response.status_code == 400  # the unknown names first, before any type check
         error = response.json()["error"]
@@ -366,7 +362,9 @@ async def test_nested_provider_settings_are_refused(
     value = json.loads(json.dumps(value).replace("URL", attacker.url))
     async with llm_app() as (_, client):
         for group in ("claude", "primary"):
-            body = chat(group, stream=True) if field == "stream_options" else chat(group)
+            body = (
+                chat("hi", group, stream=True) if field == "stream_options" else chat("hi", group)
+            )
             body[field] = value
             response = await client.post(CHAT, json=body)
             assert response.status_code in (400, 422), response.text

@@ -25,7 +25,7 @@ from core.llm.failures import to_gateway_error
 from core.llm.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after, retry_after_header
 from core.llm.router import NoDeploymentAvailable
 from core.llm.types import ProviderError
-from tests.conftest import make_settings, running_app
+from tests.support.app import make_settings, running_app
 from tests.support.llm import router_yaml
 
 CHAT = "/api/v1/chat/completions"

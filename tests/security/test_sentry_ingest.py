@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from core.logging import REDACTED, TRUNCATED, Redactor
+from core.observability.logging import REDACTED, TRUNCATED, Redactor
 from database.schema import upgrade_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ SCRIPT = textwrap.dedent("""
     import asyncio, json, logging, sys
     import sentry_sdk
     from fastapi import FastAPI, Request
-    from tests.conftest import make_settings, running_app
+    from tests.support.app import make_settings, running_app
 
     canary = json.loads(sys.argv[1])
     settings = make_settings(

@@ -10,18 +10,19 @@ itself, that anything it does not know makes a stream uncacheable.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from bench.fake_upstream import FakeUpstream
-from core.streams import StreamAssembler, replay
+from core.gateway.streams import StreamAssembler, replay
+from tests.support.app import settle
 from tests.support.llm import LLMApp
+from tests.support.requests import CHAT, chat
 
-CHAT = "/api/v1/chat/completions"
 FRESH = {"cache-control": "no-cache, no-store"}  # straight to the provider, nothing kept
 VARYING = {"id", "created"}  # differ between any two answers
 WEATHER_TOOL = {
@@ -31,10 +32,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-def chat(model: str, text: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
 
 def events(response: httpx.Response) -> list[dict[str, Any]]:
@@ -64,13 +61,13 @@ def assert_has_every_field(hit: Any, fresh: Any, path: str = "") -> None:
 
 
 async def stream_then_plain(
-    client: httpx.AsyncClient, upstream: FakeUpstream, body: dict[str, Any]
+    app: FastAPI, client: httpx.AsyncClient, upstream: FakeUpstream, body: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stream `body` (stored), then ask without streaming: (the hit, a fresh answer)."""
     streamed = await client.post(CHAT, json={**body, "stream": True})
     assert streamed.headers["x-cache"] == "miss"
     events(streamed)
-    await asyncio.sleep(0.1)  # the store runs in the background after [DONE]
+    await settle(app)  # the store runs in the background after [DONE]
     calls = upstream.total_calls
     hit = await client.post(CHAT, json=body)
     assert hit.status_code == 200, hit.text
@@ -87,9 +84,9 @@ async def stream_then_plain(
 async def test_streamed_logprobs_reach_a_later_non_streaming_hit(
     llm_app: LLMApp, upstream: FakeUpstream
 ) -> None:
-    async with llm_app() as (_, client):
+    async with llm_app() as (app, client):
         hit, fresh = await stream_then_plain(
-            client, upstream, chat("solo", "tell me about logprobs", logprobs=True)
+            app, client, upstream, chat("tell me about logprobs", "solo", logprobs=True)
         )
     assert fresh["choices"][0]["logprobs"]["content"]  # the provider sends them
     assert hit["choices"][0]["logprobs"] == fresh["choices"][0]["logprobs"]
@@ -101,11 +98,11 @@ async def test_a_non_streaming_answer_replays_its_logprobs(
     llm_app: LLMApp, upstream: FakeUpstream
 ) -> None:
     """The other direction: a stored non-streaming answer served to a streaming request."""
-    body = chat("solo", "logprobs the other way", logprobs=True)
-    async with llm_app() as (_, client):
+    body = chat("logprobs the other way", "solo", logprobs=True)
+    async with llm_app() as (app, client):
         plain = await client.post(CHAT, json=body)
         stored = plain.json()
-        await asyncio.sleep(0.1)
+        await settle(app)
         streamed = await client.post(CHAT, json={**body, "stream": True})
         assert streamed.headers["x-cache"] == "hit"
         chunks = events(streamed)
@@ -137,8 +134,8 @@ async def test_a_non_streaming_answer_replays_its_logprobs(
 async def test_a_stored_stream_has_every_field_of_a_plain_answer(
     llm_app: LLMApp, upstream: FakeUpstream, model: str, text: str, extra: dict[str, Any]
 ) -> None:
-    async with llm_app() as (_, client):
-        hit, fresh = await stream_then_plain(client, upstream, chat(model, text, **extra))
+    async with llm_app() as (app, client):
+        hit, fresh = await stream_then_plain(app, client, upstream, chat(text, model, **extra))
     assert_has_every_field(hit, fresh)
     assert len(hit["choices"]) == len(fresh["choices"])
 

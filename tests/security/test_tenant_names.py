@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import AppFactory
-from tests.security.test_admin_auth import ADMIN, DEMO, SECRET, bearer, insert_key
+from tests.support.app import AppFactory
+from tests.support.auth import ADMIN, SECRET, bearer, insert_key
+from tests.support.requests import CHAT, chat
 
-CHAT = "/api/v1/chat/completions"
+DEMO = chat(model="demo")
 RESERVED = [
     "admin",
     "Admin",

@@ -1,1 +1,4 @@
-"""Test support code: private Redis and PostgreSQL servers and their pytest fixtures."""
+"""Test support code, the only place test modules import helpers from: real Redis and
+PostgreSQL servers and their fixtures (servers, fixtures), the fake upstream's fixtures
+(llm), in-process apps and their waits (app), credentials (auth), request bodies
+(requests), extra routes (routes) and gateway processes (gateway)."""

@@ -14,7 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from bench.fake_upstream import FakeUpstream
-from tests.conftest import make_settings, running_app
+from tests.support.app import make_settings, running_app
+
+PRICED_MODEL = "gpt-4o-mini"  # in litellm's bundled cost map: $0.15 / $0.60 per million
 
 LLMApp = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
 
@@ -79,13 +81,37 @@ def router_yaml(
         """)
 
 
+def priced_router(upstream: FakeUpstream, path: Path, *, timeout: float = 30) -> str:
+    """One group, `metered`, on an `openai` deployment of a priced model served by the fake."""
+    path.write_text(
+        textwrap.dedent(f"""\
+            retry:
+              attempts: 0
+            cooldown:
+              failures: 100
+              seconds: 1
+            providers:
+              fake-openai:
+                kind: openai
+                api_base: {upstream.base_url}
+                api_key_env: FAKE_OPENAI_KEY
+            model_groups:
+              - name: metered
+                deployments:
+                  - {{provider: fake-openai, model: {PRICED_MODEL}, timeout_seconds: {timeout}}}
+            """)
+    )
+    return str(path)
+
+
 @pytest.fixture
 def llm_app(
     upstream: FakeUpstream, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> LLMApp:
     """Build and run an app routed to the fake upstream (options go to `router_yaml`
-    or, for known setting names, to Settings)."""
+    or, for known setting names, to Settings; a `router_config` replaces the YAML)."""
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "fake-anthropic-key")
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "fake-openai-key")  # for `priced_router`
 
     def factory(**options: Any) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
         yaml_options = {
@@ -94,10 +120,12 @@ def llm_app(
             if k
             in {"timeout", "attempts", "cooldown_failures", "cooldown_seconds", "max_retry_after"}
         }
-        path = tmp_path / "router.yaml"
-        path.write_text(router_yaml(upstream, **yaml_options))
+        if "router_config" not in options:
+            path = tmp_path / "router.yaml"
+            path.write_text(router_yaml(upstream, **yaml_options))
+            options["router_config"] = str(path)
         options.setdefault("database_url", sqlite_url)
         options.setdefault("usage_flush_seconds", 0.1)
-        return running_app(make_settings(router_config=str(path), **options))
+        return running_app(make_settings(**options))
 
     return factory

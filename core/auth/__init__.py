@@ -1,0 +1,2 @@
+"""Who is calling: API-key secrets and JWTs (`credentials`), resolved to a Principal
+(`authenticator`)."""

@@ -1,0 +1,284 @@
+"""The live resources of a process, built in layers and closed in reverse.
+
+Each layer is an async context manager on an `AsyncExitStack`: whatever a layer
+opened is closed when a later step fails, and everything closes in the reverse
+order of opening when the process stops.
+
+- `open_infrastructure`: the database engine and sessions, Redis.
+- `open_gateway`: the router, cache, usage recorder, rate limiter, spend and the
+  completion service: what any process that calls a model needs (the web
+  workers, and the background worker when jobs land).
+- `open_web_edge`: what only the HTTP/WebSocket edge needs: auth, key
+  management, the health monitor.
+- `open_services`: the three together, for a web process.
+
+How the process is run is passed in (`Process`), never sniffed from the
+environment: gunicorn's worker says so from gunicorn's own configuration
+(core.serving.worker), the embedded server and tests take the default.
+
+Routes reach the result through `ServicesDep`; nothing keeps these resources in
+module globals, so several apps (tests) can live in one process and nothing
+opens at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.auth.authenticator import Authenticator
+from core.auth.keys import KeyService
+from core.config import Settings
+from core.gateway.cache import ResponseCache
+from core.gateway.completions import CompletionService
+from core.gateway.usage import UsageRecorder
+from core.infra.health import HealthMonitor, Lifecycle
+from core.infra.redis import ResilientRedis
+from core.limits.admission import Admission
+from core.limits.budget import SpendTracker
+from core.limits.rate_limit import FailureThrottle, RateLimiter
+from core.llm.factory import build_router
+from core.llm.router import Router
+from database.engine import EngineOptions, create_engine, session_factory
+from database.repositories.keys import KeyRepository
+from database.repositories.usage import UsageRepository
+from database.schema import head_revisions
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """How this process is run. `workers` processes of the same kind on one
+    instance split a rate limit's local share when Redis is away."""
+
+    kind: Literal["embedded", "gunicorn", "worker"] = "embedded"
+    workers: int = 1
+
+    @property
+    def announces(self) -> bool:
+        """Whether start-up warnings are this process's to give (under gunicorn
+        the master gives them once, not every worker)."""
+        return self.kind != "gunicorn"
+
+
+@dataclass(slots=True)
+class Infrastructure:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ResilientRedis
+
+
+@dataclass(slots=True)
+class Gateway:
+    router: Router
+    demo: bool
+    cache: ResponseCache
+    usage: UsageRecorder
+    limiter: RateLimiter
+    spend: SpendTracker
+    completions: CompletionService
+
+
+@dataclass(slots=True)
+class WebEdge:
+    auth: Authenticator
+    keys: KeyService
+    health: HealthMonitor
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything a web process serves with (the layers' parts, flat for routes)."""
+
+    settings: Settings
+    lifecycle: Lifecycle
+    process: Process
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ResilientRedis
+    router: Router
+    demo: bool
+    cache: ResponseCache
+    usage: UsageRecorder
+    limiter: RateLimiter
+    spend: SpendTracker
+    completions: CompletionService
+    auth: Authenticator
+    keys: KeyService
+    health: HealthMonitor
+
+
+@asynccontextmanager
+async def open_infrastructure(settings: Settings) -> AsyncIterator[Infrastructure]:
+    async with AsyncExitStack() as stack:
+        engine = create_engine(
+            EngineOptions(
+                url=settings.database_url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+                pool_recycle=settings.db_pool_recycle,
+                pgbouncer=settings.database_pgbouncer,
+            )
+        )
+        stack.push_async_callback(engine.dispose)
+        redis = ResilientRedis(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=settings.redis_socket_timeout,
+            failure_threshold=settings.redis_failure_threshold,
+            retry_seconds=settings.redis_retry_seconds,
+        )
+        stack.push_async_callback(redis.close)
+        yield Infrastructure(
+            settings=settings, engine=engine, sessions=session_factory(engine), redis=redis
+        )
+
+
+@asynccontextmanager
+async def open_gateway(infra: Infrastructure, process: Process) -> AsyncIterator[Gateway]:
+    settings = infra.settings
+    async with AsyncExitStack() as stack:
+        router, demo = build_router(settings)
+        stack.push_async_callback(router.close)
+        cache = ResponseCache(
+            infra.redis, enabled=settings.enable_cache, ttl=settings.llm_cache_ttl
+        )
+        usage_rows = UsageRepository(infra.sessions)
+        usage = UsageRecorder(usage_rows, flush_seconds=settings.usage_flush_seconds)
+        usage.start()
+        stack.push_async_callback(usage.close)
+        # With Redis away, each of this instance's processes takes its share of a limit.
+        limiter = RateLimiter(infra.redis, share=process.workers * settings.instance_count)
+        spend = SpendTracker(usage_rows)
+        stack.push_async_callback(spend.close)
+        completions = CompletionService(
+            router=router,
+            cache=cache,
+            usage=usage,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            admission=Admission(
+                limiter=limiter,
+                spend=spend,
+                default_tokens_per_minute=settings.rate_limit_tokens_per_minute,
+            ),
+            demo=demo,
+        )
+        stack.push_async_callback(completions.close)
+        yield Gateway(
+            router=router,
+            demo=demo,
+            cache=cache,
+            usage=usage,
+            limiter=limiter,
+            spend=spend,
+            completions=completions,
+        )
+
+
+@asynccontextmanager
+async def open_web_edge(
+    infra: Infrastructure, gateway: Gateway, lifecycle: Lifecycle
+) -> AsyncIterator[WebEdge]:
+    settings = infra.settings
+    auth = Authenticator(
+        KeyRepository(infra.sessions),
+        admin_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else None,
+        jwt_secret=settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else None,
+        enabled=settings.auth_enabled,
+        cache_seconds=settings.auth_cache_seconds,
+        throttle=FailureThrottle(gateway.limiter, per_minute=settings.auth_failures_per_minute),
+    )
+    keys = KeyService(KeyRepository(infra.sessions), auth=auth, spend=gateway.spend)
+    health = HealthMonitor(
+        engine=infra.engine, redis=infra.redis, lifecycle=lifecycle, heads=head_revisions()
+    )
+    health.add_reporter("cache", lambda: _cache_report(gateway.cache))
+    health.add_reporter("rate_limiter", lambda: _limiter_report(gateway.limiter))
+    health.add_reporter("llm_providers", lambda: _providers_report(gateway.router, gateway.demo))
+    yield WebEdge(auth=auth, keys=keys, health=health)  # nothing here holds a resource
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, lifecycle: Lifecycle, process: Process
+) -> AsyncIterator[Services]:
+    async with (
+        open_infrastructure(settings) as infra,
+        open_gateway(infra, process) as gateway,
+        open_web_edge(infra, gateway, lifecycle) as edge,
+    ):
+        yield Services(
+            settings=settings,
+            lifecycle=lifecycle,
+            process=process,
+            engine=infra.engine,
+            sessions=infra.sessions,
+            redis=infra.redis,
+            router=gateway.router,
+            demo=gateway.demo,
+            cache=gateway.cache,
+            usage=gateway.usage,
+            limiter=gateway.limiter,
+            spend=gateway.spend,
+            completions=gateway.completions,
+            auth=edge.auth,
+            keys=edge.keys,
+            health=edge.health,
+        )
+
+
+def _limiter_report(limiter: RateLimiter) -> dict[str, Any]:
+    backend = limiter.backend
+    degraded = limiter.distributed and backend == "local"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "latency_ms": None,
+        "backend": backend,
+        "local_share": limiter.share,
+    }
+
+
+def _cache_report(cache: ResponseCache) -> dict[str, Any]:
+    if not cache.enabled:
+        return {"status": "disabled", "latency_ms": None, "backend": "disabled"}
+    backend = cache.backend
+    degraded = cache.redis.configured and backend == "memory"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "latency_ms": None,
+        "backend": backend,
+        "hit_rate": cache.hit_rate,
+    }
+
+
+def _providers_report(router: Router, demo: bool) -> dict[str, Any]:
+    deployments = router.all_deployments()
+    cooling = router.cooling_down()
+    status = "ok"
+    if deployments and len(cooling) == len(deployments):
+        status = "unavailable"
+    elif cooling:
+        status = "degraded"
+    return {
+        "status": status,
+        "latency_ms": None,
+        "demo": demo,
+        "models": router.public_names(),
+        "deployments": len(deployments),
+        "cooling_down": cooling,
+    }
+
+
+async def get_services(request: Request) -> Services:
+    """The live services (async: FastAPI runs a plain `def` dependency in a thread)."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

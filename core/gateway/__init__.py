@@ -1,0 +1,2 @@
+"""The request pipeline for chat and embeddings: schemas, completions, the usage
+ledger, cache, streams."""

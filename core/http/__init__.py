@@ -1,0 +1,1 @@
+"""ASGI middleware for HTTP and WebSocket scopes, forwarded-address policy, bounded JSON bodies."""

@@ -1,0 +1,2 @@
+"""Infrastructure clients and their health: Redis (and its pipelined client), the
+breaker, probes."""

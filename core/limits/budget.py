@@ -1,0 +1,98 @@
+"""Month-to-date spend per API key, for monthly budgets.
+
+Spend is read from the usage records (written by every worker and instance)
+at most every `refresh_seconds` per key, in the background once a value is
+known, plus what this worker has added since — so a budget holds across the
+fleet within a few seconds without a database round trip per request. After
+the first read only rows newer than the last one seen are summed, so a refresh
+costs the same on the first day of the month and on the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from database.repositories.usage import UsageRepository
+
+log = structlog.get_logger("skygate.budget")
+FULL_READ_SECONDS = 60.0
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(slots=True)
+class _Spend:
+    stored: float
+    local: float
+    read_at: float
+    month: datetime
+    last_id: int = 0
+    full_at: float = 0.0
+
+
+class SpendTracker:
+    def __init__(self, usage: UsageRepository, *, refresh_seconds: float = 5.0) -> None:
+        self.usage = usage
+        self.refresh_seconds = refresh_seconds
+        self._spend: dict[str, _Spend] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _read(self, key_id: str, month: datetime) -> None:
+        known = self._spend.get(key_id)
+        if known is not None and (
+            known.month != month or time.monotonic() - known.full_at > FULL_READ_SECONDS
+        ):
+            known = None  # a full sum now and then catches rows committed out of id order
+        try:
+            added, last_id = await self.usage.spend_since(
+                key_id, since=month, after_id=known.last_id if known else 0
+            )
+        except Exception as exc:  # keep the last value; budgets tolerate a stale read
+            log.warning("spend_read_failed", error=type(exc).__name__)
+            return
+        finally:
+            self._refreshing.discard(key_id)
+        now = time.monotonic()
+        stored = (known.stored if known else 0.0) + added
+        full_at = known.full_at if known else now
+        self._spend[key_id] = _Spend(stored, 0.0, now, month, last_id, full_at)
+
+    async def spent(self, key_id: str) -> float:
+        month = month_start()
+        entry = self._spend.get(key_id)
+        if entry is None or entry.month != month:
+            await self._read(key_id, month)
+            entry = self._spend.get(key_id)
+            if entry is None:
+                return 0.0
+        elif (
+            time.monotonic() - entry.read_at > self.refresh_seconds
+            and key_id not in self._refreshing
+        ):
+            self._refreshing.add(key_id)
+            task = asyncio.create_task(self._read(key_id, month))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return entry.stored + entry.local
+
+    def add(self, key_id: str, cost: float) -> None:
+        entry = self._spend.get(key_id)
+        if entry is not None:
+            entry.local += cost
+
+    def forget(self, key_id: str) -> None:
+        self._spend.pop(key_id, None)
+
+    async def close(self) -> None:
+        """Let background reads finish (a cancelled read would strand a connection)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Logging (one processor chain), Prometheus metrics and Sentry."""
