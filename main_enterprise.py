@@ -34,6 +34,7 @@ from core.http.cors import CORSMiddleware
 from core.http.forwarding import ForwardedPolicy
 from core.http.last_resort import LastResortMiddleware
 from core.infra.health import Lifecycle
+from core.jobs.types import JobTypes
 from core.observability import metrics
 from core.observability.logging import configure_logging
 from core.observability.sentry import init_sentry
@@ -62,10 +63,16 @@ def edge_middleware(settings: Settings, lifecycle: Lifecycle) -> list[Middleware
     ]
 
 
-def create_app(settings: Settings | None = None, *, process: Process | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    process: Process | None = None,
+    job_types: JobTypes | None = None,
+) -> FastAPI:
     """The app. `process` says how it is run (default: one embedded process); a
     server that knows better sets `app.state.process` before the lifespan starts,
-    as gunicorn's worker does (core.serving.worker)."""
+    as gunicorn's worker does (core.serving.worker). `job_types` replaces the
+    built-in job types (core.jobs.registry), for tests."""
     settings = settings or load_settings()
     configure_logging(
         json_logs=settings.json_logs, level=settings.log_level, secrets=settings.secret_values()
@@ -76,7 +83,7 @@ def create_app(settings: Settings | None = None, *, process: Process | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running: Process = app.state.process
-        async with open_services(settings, lifecycle, running) as services:
+        async with open_services(settings, lifecycle, running, job_types) as services:
             app.state.services = services
             # Everything allocated so far lives as long as the process: keep it out of
             # the cyclic GC's generations so full collections stay short under load.

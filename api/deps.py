@@ -63,12 +63,10 @@ class RequestAdmission:
             return
         self._done = True
         services = self.request.app.state.services
-        settings = services.settings
         principal = self.principal
+        per_minute, per_hour = principal.request_limits(services.settings)
         decision = await services.limiter.admit(
-            principal.limit_key,
-            per_minute=principal.rpm or settings.rate_limit_per_minute,
-            per_hour=principal.rph or settings.rate_limit_per_hour,
+            principal.limit_key, per_minute=per_minute, per_hour=per_hour
         )
         if not decision.allowed:
             raise rate_limit_error(decision, limit_key=principal.limit_key)

@@ -45,6 +45,7 @@ DESCRIPTIONS = {
     401: "Missing or invalid credentials.",
     403: "The credentials do not allow this request.",
     404: "No such resource (or model).",
+    409: "The request conflicts with the resource's state (a duplicate or finished job).",
     413: "The request body exceeds MAX_REQUEST_BODY_BYTES.",
     422: "A field has an invalid value.",
     429: "A rate limit, token limit, budget or failed-authentication throttle; see Retry-After.",
@@ -174,7 +175,7 @@ class ApiKeyObject(_Gateway):
     name: str
     tenant: str
     prefix: str
-    state: Literal["active", "disabled", "revoked"]
+    state: Literal["active", "disabled", "revoked", "expired"]
     allowed_models: list[str] | None
     rpm_limit: int | None
     rph_limit: int | None
@@ -289,7 +290,7 @@ def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
     }
 
 
-def stream(chunk: type[BaseModel]) -> dict[str, Any]:
+def stream(chunk: type[BaseModel], *, last: str = "`[DONE]`") -> dict[str, Any]:
     """The `text/event-stream` content of a streamed answer: one schema per event
     (OpenAPI 3.1 reads `schema` of an event stream as one event)."""
     return {
@@ -301,7 +302,7 @@ def stream(chunk: type[BaseModel]) -> dict[str, Any]:
                     "data": {
                         "type": "string",
                         "description": f"JSON: a {chunk.__name__} or an ErrorResponse "
-                        "(the stream failed after its first byte); last `[DONE]`.",
+                        f"(the stream failed after its first byte); last {last}.",
                         "contentMediaType": "application/json",
                     },
                     "event": {"type": "string"},

@@ -123,6 +123,30 @@ class Settings(BaseSettings):
     llm_cache_ttl: int = Field(default=3600, ge=1)
     stream_heartbeat_seconds: float = Field(default=10, gt=0)
     usage_flush_seconds: float = Field(default=1.0, gt=0)
+    # -- background jobs (core.jobs, `python -m worker`) ---------------------------
+    # Unset: jobs run in the web process on SQLite (the embedded default, not
+    # durable) and in `python -m worker` on PostgreSQL.
+    jobs_in_process: bool | None = None
+    job_retention_days: int = Field(default=30, ge=1)
+    usage_retention_days: int = Field(default=400, ge=1)
+    worker_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    # SIGTERM: no new job; running ones get this long to finish (or checkpoint) and
+    # are otherwise re-picked after JOB_HEARTBEAT_TIMEOUT_SECONDS by another worker.
+    worker_drain_seconds: float = Field(default=25.0, ge=0, le=600)
+    # How often a worker beats (Redis key TTL: 3x), and how often /health re-reads.
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
+    # pgqueuer's timings: a delivery whose worker stopped beating this long is
+    # re-picked, noticed on the next poll (the dequeue timeout bounds the wait).
+    job_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    job_dequeue_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Jobs one worker process runs at once (of any type; each type also has its own
+    # limit across all workers). Bounds a worker's memory on small plans.
+    worker_concurrency: int = Field(default=8, ge=2, le=256)
+    # A module whose `register(types, schedules)` adds job types and schedules of
+    # its own (web and worker load it alike, so both know the same types).
+    job_types_module: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    # The worker serves its Prometheus metrics (job outcomes, durations) here; unset: off.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
@@ -145,6 +169,8 @@ class Settings(BaseSettings):
         "openai_temperature",
         "openai_max_tokens",
         "rate_limit_tokens_per_minute",
+        "job_types_module",
+        "worker_metrics_port",
         mode="before",
     )
     @classmethod
@@ -252,6 +278,12 @@ class Settings(BaseSettings):
         return self
 
     # -- derived -------------------------------------------------------------
+    @property
+    def runs_jobs_in_process(self) -> bool:
+        """Whether the web process runs jobs itself (always on SQLite, where no
+        worker can share the queue)."""
+        return self.is_sqlite or bool(self.jobs_in_process)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

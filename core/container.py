@@ -8,9 +8,13 @@ order of opening when the process stops.
 - `open_gateway`: the router, cache, usage recorder, rate limiter, spend and the
   completion service: what any process that calls a model needs (the web
   workers, and the background worker when jobs land).
+- `open_jobs`: the job service (submit, read, cancel) over the queue, and the
+  runner; it also serves the queue in this process when jobs run in-process
+  (the embedded SQLite default). `python -m worker` builds infrastructure,
+  gateway and jobs, never the web edge.
 - `open_web_edge`: what only the HTTP/WebSocket edge needs: auth, key
   management, the health monitor.
-- `open_services`: the three together, for a web process.
+- `open_services`: all of them, for a web process.
 
 How the process is run is passed in (`Process`), never sniffed from the
 environment: gunicorn's worker says so from gunicorn's own configuration
@@ -23,11 +27,15 @@ opens at import time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,15 +47,24 @@ from core.gateway.completions import CompletionService
 from core.gateway.usage import UsageRecorder
 from core.infra.health import HealthMonitor, Lifecycle
 from core.infra.redis import ResilientRedis
+from core.jobs.heartbeat import WorkerMonitor, in_process_report
+from core.jobs.queue import Delivery, InProcessQueue, JobQueue, PostgresQueue
+from core.jobs.registry import JobResources, job_catalog
+from core.jobs.runner import JobRunner
+from core.jobs.service import JobService
+from core.jobs.types import JobTypes
 from core.limits.admission import Admission
 from core.limits.budget import SpendTracker
 from core.limits.rate_limit import FailureThrottle, RateLimiter
 from core.llm.factory import build_router
 from core.llm.router import Router
-from database.engine import EngineOptions, create_engine, session_factory
+from database.engine import EngineOptions, asyncpg_dsn, create_engine, session_factory
+from database.repositories.jobs import JobRepository
 from database.repositories.keys import KeyRepository
 from database.repositories.usage import UsageRepository
 from database.schema import head_revisions
+
+log = structlog.get_logger("skygate.container")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,14 @@ class Gateway:
 
 
 @dataclass(slots=True)
+class Jobs:
+    service: JobService
+    runner: JobRunner
+    queue: JobQueue
+    in_process: bool  # this process serves the queue itself
+
+
+@dataclass(slots=True)
 class WebEdge:
     auth: Authenticator
     keys: KeyService
@@ -108,6 +133,7 @@ class Services:
     limiter: RateLimiter
     spend: SpendTracker
     completions: CompletionService
+    jobs: Jobs
     auth: Authenticator
     keys: KeyService
     health: HealthMonitor
@@ -182,6 +208,60 @@ async def open_gateway(infra: Infrastructure, process: Process) -> AsyncIterator
 
 
 @asynccontextmanager
+async def open_jobs(
+    infra: Infrastructure,
+    gateway: Gateway,
+    process: Process,
+    types: JobTypes | None = None,
+) -> AsyncIterator[Jobs]:
+    settings = infra.settings
+    types = types if types is not None else job_catalog(settings)[0]
+    repository = JobRepository(infra.sessions)
+    queue: JobQueue = (
+        InProcessQueue()
+        if settings.is_sqlite
+        else PostgresQueue(
+            asyncpg_dsn(settings.database_url),
+            dequeue_timeout=timedelta(seconds=settings.job_dequeue_timeout_seconds),
+            heartbeat_timeout=timedelta(seconds=settings.job_heartbeat_timeout_seconds),
+            concurrency=settings.worker_concurrency,
+        )
+    )
+    runner = JobRunner(
+        repository,
+        types,
+        services=JobResources(settings=settings, gateway=gateway, jobs=repository),
+    )
+    service = JobService(repository, queue, types)
+    in_process = process.kind != "worker" and settings.runs_jobs_in_process
+    async with AsyncExitStack() as stack:
+        if in_process:
+            stop = asyncio.Event()
+            serving = asyncio.create_task(queue.serve(runner, types, stop=stop), name="jobs")
+
+            async def stop_serving() -> None:
+                stop.set()  # no new job; the running ones finish (or resume at next start)
+                await serving
+
+            stack.push_async_callback(stop_serving)
+            if not queue.durable:
+                await _requeue_active(repository, queue)
+        yield Jobs(service=service, runner=runner, queue=queue, in_process=in_process)
+
+
+async def _requeue_active(repository: JobRepository, queue: JobQueue) -> None:
+    """Put back on an in-memory queue what a restart left queued or running. A
+    database that is not migrated yet (or away) costs the jobs, never the start."""
+    try:
+        active = await repository.active()
+    except Exception as exc:
+        log.warning("jobs_not_requeued", error=type(exc).__name__)
+        return
+    for job_id, job_type in active:
+        await queue.enqueue(Delivery(job_id=job_id, type=job_type))
+
+
+@asynccontextmanager
 async def open_web_edge(
     infra: Infrastructure, gateway: Gateway, lifecycle: Lifecycle
 ) -> AsyncIterator[WebEdge]:
@@ -201,16 +281,38 @@ async def open_web_edge(
     health.add_reporter("cache", lambda: _cache_report(gateway.cache))
     health.add_reporter("rate_limiter", lambda: _limiter_report(gateway.limiter))
     health.add_reporter("llm_providers", lambda: _providers_report(gateway.router, gateway.demo))
-    yield WebEdge(auth=auth, keys=keys, health=health)  # nothing here holds a resource
+    async with AsyncExitStack() as stack:
+        # Workers (core.jobs.heartbeat): read in the background, never on a probe's time.
+        if settings.runs_jobs_in_process:
+            jobs_report = in_process_report(durable=not settings.is_sqlite)
+            health.add_reporter("workers", lambda: jobs_report)
+        else:
+            monitor = WorkerMonitor(
+                redis=infra.redis,
+                repository=JobRepository(infra.sessions),
+                interval=settings.worker_heartbeat_seconds,
+            )
+            await monitor.refresh()
+            watching = asyncio.create_task(monitor.run(), name="worker-monitor")
+
+            async def stop_watching() -> None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+
+            stack.push_async_callback(stop_watching)
+            health.add_reporter("workers", lambda: monitor.report)
+        yield WebEdge(auth=auth, keys=keys, health=health)
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, lifecycle: Lifecycle, process: Process
+    settings: Settings, lifecycle: Lifecycle, process: Process, job_types: JobTypes | None = None
 ) -> AsyncIterator[Services]:
     async with (
         open_infrastructure(settings) as infra,
         open_gateway(infra, process) as gateway,
+        open_jobs(infra, gateway, process, job_types) as jobs,
         open_web_edge(infra, gateway, lifecycle) as edge,
     ):
         yield Services(
@@ -227,6 +329,7 @@ async def open_services(
             limiter=gateway.limiter,
             spend=gateway.spend,
             completions=gateway.completions,
+            jobs=jobs,
             auth=edge.auth,
             keys=edge.keys,
             health=edge.health,

@@ -114,6 +114,13 @@ class NotFoundError(GatewayError):
     default_message = "The requested resource does not exist."
 
 
+class ConflictError(GatewayError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+    default_message = "The request conflicts with the current state of the resource."
+
+
 class MethodNotAllowedError(GatewayError):
     status_code = 405
     error_type = "invalid_request_error"

@@ -51,6 +51,16 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg takes directly (for connections SQLAlchemy does
+    not manage: the job queue's LISTEN connection): the driver suffix dropped and
+    `ssl` back to libpq's `sslmode`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    query = [("sslmode" if k == "ssl" else k, v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     url: str

@@ -10,12 +10,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Index,
     Integer,
     MetaData,
     Numeric,
     String,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,3 +88,63 @@ class ApiKey(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+# A job is active while queued or in progress: at most one active job per tenant
+# and dedupe key (the 409 `job_conflict`), enforced by a partial unique index.
+ACTIVE_JOB = text("status IN ('queued', 'in_progress')")
+
+
+class Job(Base):
+    """A background job's API state: what was asked, how far it got, how it ended.
+
+    The queue engine (pgqueuer on PostgreSQL) only carries the job's id to a
+    worker; everything a client reads lives here, so the engine could be swapped.
+    `seq` grows with every change a client can see: it is the SSE event id.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_tenant_created_at", "tenant", "created_at"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index(
+            "uq_jobs_active_dedupe_key",
+            "tenant",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=ACTIVE_JOB,
+            sqlite_where=ACTIVE_JOB,
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    api_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    input: Mapped[dict[str, object]] = mapped_column(JSON)
+    dedupe_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    progress: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    checkpoint: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[object | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    seq: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class WorkerBeat(Base):
+    """A worker's last heartbeat, written when Redis (its usual place) is away,
+    so `/health` stays truthful about workers either way."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    info: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)

@@ -25,6 +25,16 @@ _REVISION = re.compile(r'^revision(?:: str)? = ["\'](\w+)["\']', re.MULTILINE)
 _DOWN = re.compile(r"^down_revision(?:: [^=]+)? = (.+)$", re.MULTILINE)
 
 
+# Objects the migrations create but the ORM does not model: pgqueuer's queue
+# (0005). Autogenerate and the schema check leave them out.
+FOREIGN_PREFIXES = ("pgqueuer",)
+
+
+def ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name` hook: False for objects Skygate does not model."""
+    return not (name or "").startswith(FOREIGN_PREFIXES)
+
+
 def alembic_config(url: str | None = None) -> Config:
     from alembic.config import Config
 

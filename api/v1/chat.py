@@ -82,18 +82,6 @@ class _ClosingStreamingResponse(StreamingResponse):
             await self.body_iterator.aclose()
 
 
-def _caller(request: Request, principal: Principal) -> Caller:
-    return Caller(
-        tenant=principal.tenant,
-        request_id=request.state.request_id,
-        api_key_id=principal.key_id,
-        limit_key=principal.limit_key,
-        allowed_models=principal.allowed_models,
-        tokens_per_minute=principal.tpm,
-        monthly_budget_usd=principal.monthly_budget_usd,
-    )
-
-
 def _directives(request: Request) -> CacheDirectives:
     return CacheDirectives.from_headers(
         request.headers.get("cache-control"), request.headers.get("x-cache-ttl")
@@ -145,7 +133,7 @@ async def _serve(request: Request, principal: Principal, pipeline: Pipeline) -> 
     admission = RequestAdmission(request, principal)
     try:
         body = parse_json_object(await request.body())
-        caller = _caller(request, principal)
+        caller = principal.caller(request.state.request_id)
         outcome = await pipeline(caller, body, _directives(request), admission)
     except GatewayError:
         await admission()

@@ -36,7 +36,9 @@ from core.auth.credentials import (
     looks_like_jwt,
     verify_token,
 )
+from core.config import Settings
 from core.errors import AuthenticationError, ServiceUnavailableError
+from core.limits.admission import Caller
 from core.limits.rate_limit import FailureThrottle
 from core.observability import metrics
 from database.models import ApiKey
@@ -49,8 +51,10 @@ ADMIN_SUBJECT = "admin"
 # Tenant names the gateway uses for itself: the admin principal's, the open
 # development principal's, and the issuer/owner name it stamps on tokens and
 # models. A tenant owning one of them would share the admin's cache entries and
-# usage rows (the cache key and the usage view go by tenant name).
-RESERVED_TENANTS = frozenset({ADMIN_SUBJECT, ANONYMOUS_TENANT, "skygate"})
+# usage rows (the cache key and the usage view go by tenant name). `system` owns
+# the jobs the schedules submit (core.jobs.schedules).
+SYSTEM_TENANT = "system"
+RESERVED_TENANTS = frozenset({ADMIN_SUBJECT, ANONYMOUS_TENANT, "skygate", SYSTEM_TENANT})
 CACHE_ENTRIES = 10_000
 # A well-formed key whose hash is not in the database is remembered as unknown
 # for this long — far past AUTH_CACHE_SECONDS, and safely so: a key only comes
@@ -125,6 +129,64 @@ class Principal:
 
     def may_use(self, model_group: str) -> bool:
         return self.allowed_models is None or model_group in self.allowed_models
+
+    def caller(self, request_id: str) -> Caller:
+        """Who one LLM call is for, as the pipeline (core.gateway.completions) sees it."""
+        return Caller(
+            tenant=self.tenant,
+            request_id=request_id,
+            api_key_id=self.key_id,
+            limit_key=self.limit_key,
+            allowed_models=self.allowed_models,
+            tokens_per_minute=self.tpm,
+            monthly_budget_usd=self.monthly_budget_usd,
+        )
+
+    def request_limits(self, settings: Settings) -> tuple[int, int]:
+        """Requests per minute and per hour: the key's own, else the deployment's."""
+        return (
+            self.rpm or settings.rate_limit_per_minute,
+            self.rph or settings.rate_limit_per_hour,
+        )
+
+
+def key_refusal(info: KeyInfo) -> tuple[str, str] | None:
+    """Why a key cannot be used now, as (security event, message), or None. One
+    rule for the edge and for the jobs that act with their submitter's key
+    (core.jobs.chat_batch), so a key refused at one is refused at the other."""
+    if info.state == "revoked":
+        return "key_revoked", "This API key has been revoked."
+    if info.state == "expired":  # marked by the maintenance.expire_keys job
+        return "key_expired", "This API key has expired."
+    if info.state != "active":
+        return "key_disabled", "This API key is disabled."
+    if info.expires_at is not None and info.expires_at <= datetime.now(UTC):
+        return "key_expired", "This API key has expired."
+    if reserved_tenant(info.tenant):  # a row from before names were reserved
+        return (
+            "key_tenant_reserved",
+            "This API key belongs to a reserved tenant name; ask the admin for a new key.",
+        )
+    return None
+
+
+def key_principal(info: KeyInfo, *, token_expires_at: float | None = None) -> Principal:
+    """The principal of a key that `key_refusal` accepts (a token ends no later than its key)."""
+    key_ends = info.expires_at.timestamp() if info.expires_at is not None else None
+    ends = [t for t in (token_expires_at, key_ends) if t is not None]
+    return Principal(
+        tenant=info.tenant,
+        key_id=info.id,
+        admin=False,
+        limit_key=f"key:{info.id}",
+        allowed_models=info.allowed_models,
+        rpm=info.rpm,
+        rph=info.rph,
+        tpm=info.tpm,
+        monthly_budget_usd=info.monthly_budget_usd,
+        key_prefix=info.prefix,
+        expires_at=min(ends) if ends else None,
+    )
 
 
 @dataclass(slots=True)
@@ -291,33 +353,11 @@ class Authenticator:
             self._unknown.popitem(last=False)
 
     def _principal(self, info: KeyInfo, *, token_expires_at: float | None = None) -> Principal:
-        if info.state == "revoked":
-            raise self.reject("key_revoked", "This API key has been revoked.", key_id=info.id)
-        if info.state != "active":
-            raise self.reject("key_disabled", "This API key is disabled.", key_id=info.id)
-        if info.expires_at is not None and info.expires_at <= datetime.now(UTC):
-            raise self.reject("key_expired", "This API key has expired.", key_id=info.id)
-        if reserved_tenant(info.tenant):  # a row from before names were reserved
-            raise self.reject(
-                "key_tenant_reserved",
-                "This API key belongs to a reserved tenant name; ask the admin for a new key.",
-                key_id=info.id,
-            )
-        key_ends = info.expires_at.timestamp() if info.expires_at is not None else None
-        ends = [t for t in (token_expires_at, key_ends) if t is not None]
-        return Principal(
-            tenant=info.tenant,
-            key_id=info.id,
-            admin=False,
-            limit_key=f"key:{info.id}",
-            allowed_models=info.allowed_models,
-            rpm=info.rpm,
-            rph=info.rph,
-            tpm=info.tpm,
-            monthly_budget_usd=info.monthly_budget_usd,
-            key_prefix=info.prefix,
-            expires_at=min(ends) if ends else None,
-        )
+        refused = key_refusal(info)
+        if refused is not None:
+            event, message = refused
+            raise self.reject(event, message, key_id=info.id)
+        return key_principal(info, token_expires_at=token_expires_at)
 
     async def _lookup(self, cache_key: str) -> KeyInfo | None:
         """A key's record, at most `cache_seconds` old. An entry in its last

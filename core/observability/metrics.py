@@ -231,6 +231,60 @@ USAGE_DROPPED = Counter(
 USAGE_WRITTEN = Counter("usage_records_written_total", "Usage records written to the database.")
 
 
+# -- background jobs ----------------------------------------------------------
+# Outcomes and durations are counted where a job runs: `python -m worker` (served
+# on WORKER_METRICS_PORT) or the web process in-process. Queue depth and
+# heartbeats are what the web's worker monitor last read (core.jobs.heartbeat),
+# refreshed every WORKER_HEARTBEAT_SECONDS; every web worker reads the same
+# numbers, so the multiprocess view takes the max over live workers, not a sum.
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0)
+JOB_OUTCOMES = ("success", "failed", "cancelled", "retry", "worker_lost", "time_limit")
+JOBS_FINISHED = Cached(
+    Counter(
+        "jobs_finished_total",
+        f"Job runs ended, by type and outcome ({', '.join(JOB_OUTCOMES)}).",
+        ["type", "outcome"],
+    )
+)
+JOB_DURATION = Cached(
+    Histogram(
+        "job_duration_seconds", "Time a job's run took, by type.", ["type"], buckets=JOB_BUCKETS
+    )
+)
+JOB_QUEUE_WAIT = Cached(
+    Histogram(
+        "job_queue_wait_seconds",
+        "Time from submission to a job's first start, by type.",
+        ["type"],
+        buckets=JOB_BUCKETS,
+    )
+)
+JOBS_QUEUE_DEPTH = Cached(
+    Gauge(
+        "jobs_queue_depth",
+        "Jobs queued or in progress (all tenants), as last read from the database.",
+        ["status"],
+        multiprocess_mode="livemax",
+    )
+)
+WORKER_LAST_BEAT = Cached(
+    Gauge(
+        "worker_last_heartbeat_timestamp_seconds",
+        "Unix time of each job worker's last heartbeat (age = time() - this).",
+        ["worker"],
+        multiprocess_mode="livemax",
+    )
+)
+WORKER_BEAT_AGE = Cached(
+    Gauge(
+        "worker_heartbeat_age_seconds",
+        "Seconds since each job worker's last heartbeat, when the web last looked.",
+        ["worker"],
+        multiprocess_mode="livemin",
+    )
+)
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 

@@ -21,6 +21,7 @@ from database.engine import (
     normalize_database_url,
 )
 from database.models import Base
+from database.schema import ours
 
 config = context.config
 target_metadata = Base.metadata
@@ -47,6 +48,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=ours,
     )
     with context.begin_transaction():
         context.run_migrations()

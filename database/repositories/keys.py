@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -43,3 +44,19 @@ class KeyRepository:
     async def update(self, key_id: str, **values: Any) -> None:
         async with self.sessions() as session, session.begin():
             await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values))
+
+    async def expire_past(self, now: datetime) -> int:
+        """Mark active keys whose `expires_at` has passed as `expired` (the
+        `maintenance.expire_keys` job): the authenticator already refuses them by
+        date; the state makes the key list say so. The number marked."""
+        query = (
+            update(ApiKey)
+            .where(
+                ApiKey.state == "active",
+                ApiKey.expires_at.is_not(None),
+                ApiKey.expires_at <= now,
+            )
+            .values(state="expired")
+        )
+        async with self.sessions() as session, session.begin():
+            return int((await session.execute(query)).rowcount)  # type: ignore[attr-defined]

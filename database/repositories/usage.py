@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, Numeric, case, cast, func, insert, select
+from sqlalchemy import Date, Numeric, case, cast, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from database.models import UsageRecord
@@ -115,6 +115,13 @@ class UsageRepository:
             }
             for row in rows
         ]
+
+    async def purge_before(self, before: datetime) -> int:
+        """Delete usage rows recorded before `before` (USAGE_RETENTION_DAYS, the
+        `maintenance.purge` job); the number deleted."""
+        query = delete(UsageRecord).where(UsageRecord.created_at < before)
+        async with self.sessions() as session, session.begin():
+            return int((await session.execute(query)).rowcount)  # type: ignore[attr-defined]
 
 
 def _decimals(row: tuple[Any, ...], numeric: list[int]) -> tuple[Any, ...]:

@@ -48,7 +48,10 @@ async def test_root_lists_the_api(app_factory: AppFactory) -> None:
 
 async def test_healthy_on_postgres_and_redis(migrated_postgres_url: str, redis_url: str) -> None:
     settings = make_settings(
-        database_url=migrated_postgres_url, redis_url=redis_url, metrics_token=METRICS_TOKEN
+        database_url=migrated_postgres_url,
+        redis_url=redis_url,
+        metrics_token=METRICS_TOKEN,
+        jobs_in_process=True,  # this process runs the jobs: no separate worker to wait for
     )
     async with running_app(settings) as (_, client):
         assert (await client.get("/ready")).json() == {"ready": True}
@@ -64,7 +67,9 @@ async def test_healthy_on_postgres_and_redis(migrated_postgres_url: str, redis_u
             "cache",
             "rate_limiter",
             "llm_providers",
+            "workers",
         }
+        assert services["workers"]["status"] == "ok"
         assert services["database"]["status"] == "ok"
         assert services["database"]["backend"] == "postgresql"
         assert services["database"]["latency_ms"] >= 0
@@ -81,6 +86,7 @@ async def test_redis_stopped_degrades_health_not_readiness_and_recovers(
         redis_url=redis_url,
         redis_retry_seconds=0.5,
         redis_failure_threshold=1,
+        jobs_in_process=True,  # no separate worker whose absence would degrade /health
     )
     async with running_app(settings) as (_, client):
         assert (await client.get("/health")).json()["status"] == "healthy"

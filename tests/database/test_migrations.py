@@ -16,11 +16,13 @@ from sqlalchemy import Connection, inspect
 
 from database.engine import EngineOptions, create_engine
 from database.models import Base
-from database.schema import alembic_config, upgrade_head
+from database.schema import alembic_config, ours, upgrade_head
 
 
 def _differences(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": ours}
+    )
     return list(compare_metadata(context, Base.metadata))
 
 
@@ -38,7 +40,13 @@ async def test_the_migrated_schema_is_the_models_schema(fresh_url: str) -> None:
     try:
         async with engine.connect() as connection:
             differences = await connection.run_sync(_differences)
+            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert differences == []
+        queue = {"pgqueuer", "pgqueuer_log", "pgqueuer_statistics", "pgqueuer_schedules"}
+        if engine.dialect.name == "postgresql":  # the job queue's own schema (0005)
+            assert queue <= tables
+        else:  # the embedded default queues in memory
+            assert not queue & tables
     finally:
         await engine.dispose()
 
@@ -50,6 +58,6 @@ async def test_every_migration_can_be_undone(fresh_url: str) -> None:
     try:
         async with engine.connect() as connection:
             tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert tables <= {"alembic_version"}
+        assert tables <= {"alembic_version"}, "pgqueuer's tables included"
     finally:
         await engine.dispose()

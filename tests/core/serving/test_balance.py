@@ -114,10 +114,16 @@ def test_a_burst_of_keepalive_connections_is_spread_over_both_workers(
         workers = {str(pid) for pid in gateway.worker_pids()}
         assert len(workers) == 2
 
+        async def quiet() -> None:
+            """Until the workers have seen the last burst's connections close."""
+            for _ in range(100):
+                async with httpx.AsyncClient() as client:
+                    text = (await client.get(f"{gateway.base_url}/metrics")).text
+                if sum(worker_connections(text).values()) <= 1:  # the scrape's own
+                    return
+                await asyncio.sleep(0.05)
+
         async def burst_then_scrape() -> dict[str, float]:
-            for writer in await open_keepalive_burst(gateway.port, 16):  # first requests
-                writer.close()  # (a fresh worker's first request is slow: lazy imports)
-            await asyncio.sleep(0.5)
             writers = await open_keepalive_burst(gateway.port, 16)
             try:
                 async with httpx.AsyncClient() as client:  # a 17th connection
@@ -126,15 +132,29 @@ def test_a_burst_of_keepalive_connections_is_spread_over_both_workers(
             finally:
                 for writer in writers:
                     writer.close()
+                await quiet()
 
-        held = asyncio.run(burst_then_scrape())
-        assert set(held) >= workers, held
-        counts = sorted(held[pid] for pid in workers)
-        assert sum(counts) == 17, held  # every connection is counted, the scrape's too
-        # Without the board the worker that wakes first keeps nearly all 17. With it the
-        # split is even on an idle machine; on a loaded one a busy worker cannot take its
-        # turn within DEFER_SECONDS and the other takes the connection (seen: 12/5).
-        assert counts[0] >= 4, f"one worker holds {counts[1]:.0f} of 17 connections: {held}"
+        async def bursts() -> list[list[float]]:
+            for writer in await open_keepalive_burst(gateway.port, 16):  # first requests
+                writer.close()  # (a fresh worker's first request is slow: lazy imports)
+            await quiet()
+            seen = []
+            for _ in range(3):
+                held = await burst_then_scrape()
+                assert set(held) >= workers, held
+                counts = sorted(held[pid] for pid in workers)
+                assert sum(counts) == 17, held  # every connection is counted, the scrape's too
+                seen.append(counts)
+                if counts[0] >= 4:
+                    break
+            return seen
+
+        # Without the board the worker that wakes first keeps nearly all 17, burst after
+        # burst. With it the split is even on an idle machine; on a loaded one a worker
+        # that is not scheduled within DEFER_SECONDS loses its turn (CI saw 12/5 and 14/3),
+        # so one of three bursts must show the spread.
+        seen = asyncio.run(bursts())
+        assert seen[-1][0] >= 4, f"no burst was spread over both workers: {seen}"
     finally:
         gateway.stop()
 

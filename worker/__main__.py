@@ -1,0 +1,5 @@
+"""`python -m worker` (see the package docstring)."""
+
+from worker.process import main
+
+raise SystemExit(main())
