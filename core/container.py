@@ -52,6 +52,7 @@ from core.jobs.queue import Delivery, InProcessQueue, JobQueue, PostgresQueue
 from core.jobs.registry import JobResources, job_catalog
 from core.jobs.runner import JobRunner
 from core.jobs.service import JobService
+from core.jobs.signals import JobSignals, SignallingJobRepository
 from core.jobs.types import JobTypes
 from core.limits.admission import Admission
 from core.limits.budget import SpendTracker
@@ -216,7 +217,8 @@ async def open_jobs(
 ) -> AsyncIterator[Jobs]:
     settings = infra.settings
     types = types if types is not None else job_catalog(settings)[0]
-    repository = JobRepository(infra.sessions)
+    signals = JobSignals(infra.redis)
+    repository = SignallingJobRepository(infra.sessions, signals)
     queue: JobQueue = (
         InProcessQueue()
         if settings.is_sqlite
@@ -232,9 +234,12 @@ async def open_jobs(
         types,
         services=JobResources(settings=settings, gateway=gateway, jobs=repository),
     )
-    service = JobService(repository, queue, types)
+    service = JobService(repository, queue, types, signals)
     in_process = process.kind != "worker" and settings.runs_jobs_in_process
     async with AsyncExitStack() as stack:
+        if process.kind != "worker":  # where the watchers (SSE streams) are
+            signals.start()
+            stack.push_async_callback(signals.close)
         if in_process:
             stop = asyncio.Event()
             serving = asyncio.create_task(queue.serve(runner, types, stop=stop), name="jobs")

@@ -11,6 +11,7 @@ routes never touch this service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,12 +27,12 @@ from core.errors import (
     ValidationFailedError,
 )
 from core.jobs.queue import Delivery, JobQueue
+from core.jobs.signals import WATCH_POLL_SECONDS, JobSignals
 from core.jobs.types import JobTypes
 from database.models import Job
 from database.repositories.jobs import FINISHED, DuplicateJob, JobRepository
 
 T = TypeVar("T")
-WATCH_POLL_SECONDS = 0.5  # how often a watcher reads the job (the database is the truth)
 JobRow = Job  # what the routes render (they never touch the ORM themselves)
 
 
@@ -63,10 +64,17 @@ async def _guarded(call: Callable[[], Awaitable[T]]) -> T:
 
 
 class JobService:
-    def __init__(self, repository: JobRepository, queue: JobQueue, types: JobTypes) -> None:
+    def __init__(
+        self,
+        repository: JobRepository,
+        queue: JobQueue,
+        types: JobTypes,
+        signals: JobSignals | None = None,
+    ) -> None:
         self.repository = repository
         self.queue = queue
         self.types = types
+        self.signals = signals
 
     @property
     def durable(self) -> bool:
@@ -184,13 +192,22 @@ class JobService:
         new (a transport's chance to send a heartbeat); ends after the terminal
         state."""
         seen = after_seq
-        while True:
-            row = await self.get(job_id, tenant=tenant)
-            if row.seq > seen:
-                seen = row.seq
-                yield row
-            else:
-                yield None
-            if row.status in FINISHED:
-                return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+        with contextlib.ExitStack() as stack:
+            changed = (
+                stack.enter_context(self.signals.watching(job_id))
+                if self.signals is not None
+                else asyncio.Event()
+            )
+            while True:
+                changed.clear()  # before the read: a change after it wakes the wait below
+                row = await self.get(job_id, tenant=tenant)
+                if row.seq > seen:
+                    seen = row.seq
+                    yield row
+                else:
+                    yield None
+                if row.status in FINISHED:
+                    return
+                poll = self.signals.poll_seconds if self.signals else WATCH_POLL_SECONDS
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), poll)
