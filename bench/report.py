@@ -472,6 +472,181 @@ def update_performance(path: Path, data: Data) -> None:
     path.write_text(text)
 
 
+# --------------------------------------------------------------------------- jobs
+
+# The job benchmark (`bench.jobs`, results/jobs-latest.json) has its own section in
+# both docs, between its own markers: `bench.jobs` replaces it in place, and
+# `write_docs` puts it back after regenerating benchmark.md, so neither run erases
+# the other's numbers.
+JOBS_BEGIN = "<!-- bench:jobs:begin -->"
+JOBS_END = "<!-- bench:jobs:end -->"
+JOBS_RESULTS = ROOT / "bench" / "results" / "jobs-latest.json"
+
+
+def jobs_checks(jobs: Data) -> list[Check]:
+    batch = jobs.get("batch") or {}
+    if not batch:
+        return [Check("chat.batch", "measured", "not measured", "n/a")]
+    share = batch.get("pct_of_limit")
+    rate = (
+        Check(
+            "chat.batch: rate against the tenant's request limit",
+            ">= 80 % of an ideal client's",
+            "not limit-bound (the first window admits the whole batch)",
+            "n/a",
+        )
+        if share is None
+        else _threshold(
+            "chat.batch: rate against the tenant's request limit",
+            ">= 80 % of an ideal client's",
+            share,
+            lambda v: v >= 80.0,
+            "{:.1f} %",
+        )
+    )
+
+    def zero(name: str, value: int, of: str) -> Check:
+        return Check(name, "0", f"{value} of {of}", "pass" if value == 0 else "FAIL")
+
+    requests = f"{batch['requests']} requests"
+    calls = batch["upstream_calls"]
+    return [
+        rate,
+        zero("chat.batch: 429 results", batch["rate_limited"], requests),
+        zero("chat.batch: per-request errors", batch["errors"], requests),
+        Check(
+            "chat.batch: upstream calls (each request sent once)",
+            f"{batch['requests']}",
+            str(calls),
+            "pass" if calls == batch["requests"] and batch["status"] == "success" else "FAIL",
+        ),
+        Check(
+            "chat.batch: admissions counted by the shared (Redis) limiter",
+            f"{batch['requests']} (none admitted by a worker's in-memory fallback)",
+            str(batch.get("counted_by_limiter", "not measured")),
+            "pass" if batch.get("counted_by_limiter") == batch["requests"] else "FAIL",
+        ),
+        zero(
+            "enqueue through the API: errors",
+            (jobs.get("enqueue") or {}).get("errors", 0),
+            f"{(jobs.get('enqueue') or {}).get('jobs', 0)} jobs",
+        ),
+    ]
+
+
+def jobs_table(jobs: Data) -> str:
+    lat, enq, batch = jobs["latency"], jobs["enqueue"], jobs["batch"]
+    s = jobs["settings"]
+
+    def pair(p: dict[str, float]) -> str:
+        return f"{p['p50']:.2f} / {p['p99']:.2f}"
+
+    share = batch.get("pct_of_limit")
+    rows = [
+        ["enqueue-to-start, 202 → handler's first line (p50 / p99 ms)",
+         pair(lat["from_202_ms"]),
+         f"{lat['jobs']} no-op jobs, one every {lat['interval_ms']:g} ms"],
+        ["enqueue-to-start, POST sent → handler's first line (p50 / p99 ms)",
+         pair(lat["from_post_ms"]), "includes the API's answer"],
+        ["202 → the row's `started_at` (p50 / p99 ms)", pair(lat["row_started_from_202_ms"]),
+         "the runner's counted start, before the handler"],
+        ["POST /api/v1/jobs round trip (p50 / p99 ms)", pair(lat["submit_ms"]), "one at a time"],
+        ["enqueue throughput through the API (jobs/s)", _rps(enq["jobs_per_s"]),
+         f"{enq['tool']}, c{enq['connections']}, {enq['duration_s']:.0f} s, "
+         f"p50 {enq['p50_ms']:.1f} / p99 {enq['p99_ms']:.1f} ms, {enq['errors']} errors, "
+         f"gateway CPU {_num(enq['gateway_cpu_ms_per_job'], 3)} ms/job"],
+        ["enqueued and run, end to end (jobs/s)", _rps(enq["end_to_end_jobs_per_s"]),
+         f"{enq['jobs']} jobs drained {enq['drained_s']:.1f} s after the first POST; "
+         f"worker CPU {_num(enq['worker_cpu_ms_per_job'], 3)} ms/job"],
+        [f"chat.batch of {batch['requests']} at rpm {batch['rpm_limit']} (s)",
+         f"{batch['seconds']:.1f}",
+         f"ideal client {batch['ideal_seconds']:.1f} s; concurrency {batch['concurrency']}; "
+         f"queued {batch['queue_wait_s'] * 1000:.0f} ms; {batch['status']}"],
+        ["chat.batch: % of the request limit", f"{share:.1f} %" if share is not None else "—",
+         f"{_num(batch['achieved_rpm'], 0)} requests/min over the batch "
+         f"({_num(batch['pct_of_rpm_over_batch'], 0)} % of rpm, first window's burst included)"],
+        ["chat.batch: 429s / other errors / upstream calls",
+         f"{batch['rate_limited']} / {batch['errors'] - batch['rate_limited']} / "
+         f"{batch['upstream_calls']}", f"batch concurrency {s['batch_concurrency']}"],
+        ["chat.batch: admissions counted by the shared limiter",
+         str(batch.get("counted_by_limiter", "—")),
+         "its Redis hour windows; the rest passed a worker's in-memory fallback"],
+    ]  # fmt: skip
+    return _table(["measure", "value", "how"], rows, "lrl")
+
+
+def jobs_section(jobs: Data, level: str = "##") -> str:
+    done = "" if jobs.get("complete", True) else " **The run did not complete.**"
+    return "\n".join(
+        [
+            JOBS_BEGIN,
+            "<!-- Written by bench/report.py from bench/results/jobs-latest.json. -->",
+            "",
+            f"{level} Jobs",
+            "",
+            f"`python -m bench.jobs` ({jobs['run_id']}, {jobs['elapsed_s']:.0f} s): Skygate "
+            "under gunicorn (2 workers) and one `python -m worker` on PostgreSQL and Redis, "
+            "the fake upstream at 0 ms. Enqueue-to-start is open loop (no job waits behind "
+            "another); the batch's share of the limit is an ideal client's time (each "
+            "request sent the instant the same sliding-window limiter admits it, from the "
+            "batch's start) over the batch's own." + done,
+            "",
+            jobs_table(jobs),
+            "",
+            _table(
+                ["target", "goal", "measured", "result"],
+                [[c.name, c.goal, c.measured, f"**{c.status}**"] for c in jobs_checks(jobs)],
+            ),
+            JOBS_END,
+        ]
+    )
+
+
+def _replace_jobs(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    if JOBS_BEGIN in text and JOBS_END in text:
+        pattern = re.compile(re.escape(JOBS_BEGIN) + ".*?" + re.escape(JOBS_END), re.DOTALL)
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def update_jobs_docs(jobs: Data, docs: Path) -> list[Path]:
+    """The Jobs section of benchmark.md and PERFORMANCE.md, replaced in place."""
+    docs.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, level in (("benchmark.md", "##"), ("PERFORMANCE.md", "###")):
+        path = docs / name
+        _replace_jobs(path, jobs_section(jobs, level))
+        written.append(path)
+    return written
+
+
+def jobs_console_summary(jobs: Data) -> str:
+    lines = [f"Skygate job benchmark {jobs['run_id']} ({jobs['elapsed_s']:.0f} s)", ""]
+    lat, enq, batch = jobs["latency"], jobs["enqueue"], jobs["batch"]
+    lines.append(
+        f"  enqueue-to-start (202 -> handler): p50 {lat['from_202_ms']['p50']:.2f} ms, "
+        f"p99 {lat['from_202_ms']['p99']:.2f} ms ({lat['jobs']} jobs)"
+    )
+    lines.append(
+        f"  enqueue through the API: {enq['jobs_per_s']:.1f} jobs/s ({enq['tool']}, "
+        f"c{enq['connections']}); end to end {enq['end_to_end_jobs_per_s']:.1f} jobs/s"
+    )
+    share = batch.get("pct_of_limit")
+    lines.append(
+        f"  chat.batch of {batch['requests']} at rpm {batch['rpm_limit']}: {batch['seconds']:.1f} s"
+        f" (ideal {batch['ideal_seconds']:.1f} s) = "
+        + (f"{share:.1f} % of the limit" if share is not None else "not limit-bound")
+        + f"; {batch['rate_limited']} 429s, {batch['errors']} errors"
+    )
+    lines.append("")
+    for check in jobs_checks(jobs):
+        lines.append(f"  [{check.status:^4}] {check.name}  {check.measured}  (goal {check.goal})")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- chart
 
 
@@ -543,6 +718,10 @@ def write_docs(data: Data, docs: Path) -> list[Path]:
     performance = docs / "PERFORMANCE.md"
     update_performance(performance, data)
     written.append(performance)
+    if JOBS_RESULTS.exists():  # benchmark.md was rewritten whole: put the Jobs section back
+        import json
+
+        update_jobs_docs(json.loads(JOBS_RESULTS.read_text()), docs)
     return written
 
 
