@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -65,7 +66,10 @@ class JobQueue(Protocol):
     ) -> None: ...
 
 
+@functools.cache
 def _pinned_settings() -> Any:
+    """pgqueuer's object names, fixed (built once: a pydantic-settings model reads
+    the environment on every construction, ~0.8 ms)."""
     from pgqueuer.domain.settings import DBSettings
 
     return DBSettings(
@@ -81,17 +85,25 @@ def _pinned_settings() -> Any:
     )
 
 
-def _queries(driver: Any) -> Any:
+@functools.cache
+def _builders() -> tuple[Any, Any, Any]:
+    """pgqueuer's query builders for those names, shared by every `Queries` of the
+    process (they hold only the names and a cache of rendered SQL)."""
     from pgqueuer.adapters.persistence import qb
-    from pgqueuer.adapters.persistence.queries import Queries
 
     settings = _pinned_settings()
-    return Queries(
-        driver,
-        qbe=qb.QueryBuilderEnvironment(settings),
-        qbq=qb.QueryQueueBuilder(settings),
-        qbs=qb.QuerySchedulerBuilder(settings),
+    return (
+        qb.QueryBuilderEnvironment(settings),
+        qb.QueryQueueBuilder(settings),
+        qb.QuerySchedulerBuilder(settings),
     )
+
+
+def _queries(driver: Any) -> Any:
+    from pgqueuer.adapters.persistence.queries import Queries
+
+    qbe, qbq, qbs = _builders()
+    return Queries(driver, qbe=qbe, qbq=qbq, qbs=qbs)
 
 
 def pinned_queries(connection: Any) -> Any:

@@ -42,12 +42,14 @@ class JobRepository:
     async def create(self, *, then: InTransaction | None = None, **values: Any) -> Job:
         """Insert a queued job (and run `then` in the same transaction); raises
         `DuplicateJob` naming the active job that holds the dedupe key."""
+        now = datetime.now(UTC)  # microseconds: pages are ordered by it
         row = Job(
             status="queued",
             attempts=0,
             seq=1,
             cancel_requested=False,
-            created_at=datetime.now(UTC),  # microseconds: pages are ordered by it
+            created_at=now,
+            updated_at=now,
             **values,
         )
         try:
@@ -64,10 +66,7 @@ class JobRepository:
             raise DuplicateJob(
                 await self.active_with_key(values["tenant"], values["dedupe_key"])
             ) from None
-        stored = await self.get(row.id)
-        if stored is None:  # pragma: no cover - committed above
-            raise LookupError(row.id)
-        return stored
+        return row  # every column was set here: no read back (a submit is 3 round trips fewer)
 
     async def active_with_key(self, tenant: str, dedupe_key: str) -> str | None:
         query = select(Job.id).where(
