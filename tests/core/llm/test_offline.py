@@ -50,7 +50,8 @@ SCRIPT = textwrap.dedent("""
         await asyncio.to_thread(upgrade_head, url)
         app = create_app(Settings(_env_file=None, database_url=url, router_config=config))
         statuses = []
-        async with LifespanManager(app) as manager:
+        # Generous: on a loaded machine the start (litellm, the job queue) takes seconds
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app),
                                          base_url="http://t") as client:
                 for model in ("claude", "primary"):
