@@ -15,6 +15,8 @@ import structlog
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from agents.jobs import RuntimeSlot
+from agents.runtime import open_agents, with_agent_runs
 from api import metrics as metrics_api
 from api import probes, root
 from api.openapi import install_openapi
@@ -34,6 +36,7 @@ from core.http.cors import CORSMiddleware
 from core.http.forwarding import ForwardedPolicy
 from core.http.last_resort import LastResortMiddleware
 from core.infra.health import Lifecycle
+from core.jobs.registry import job_catalog
 from core.jobs.types import JobTypes
 from core.observability import metrics
 from core.observability.logging import configure_logging
@@ -83,8 +86,23 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running: Process = app.state.process
-        async with open_services(settings, lifecycle, running, job_types) as services:
+        slot = RuntimeSlot()
+        base = job_types if job_types is not None else job_catalog(settings)[0]
+        types = with_agent_runs(base, slot)
+        async with (
+            open_services(settings, lifecycle, running, types) as services,
+            open_agents(
+                settings=settings,
+                sessions=services.sessions,
+                gateway=services,
+                jobs=services.jobs.service,
+                slot=slot,
+                demo=services.demo,
+            ) as agents,
+        ):
             app.state.services = services
+            app.state.agents = agents
+            services.health.add_reporter("agents", agents.monitor.report)
             # Everything allocated so far lives as long as the process: keep it out of
             # the cyclic GC's generations so full collections stay short under load.
             gc.collect()

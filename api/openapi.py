@@ -249,11 +249,18 @@ class Ready(_Gateway):
     reasons: list[str] | None = None
 
 
+class AgentCounts(_Gateway):
+    total: int
+    active: int
+    runs_active: int
+
+
 class Health(_Gateway):
     status: Literal["healthy", "degraded", "unhealthy"]
     version: str
     environment: str
     uptime_seconds: float
+    agents: AgentCounts
     services: dict[str, dict[str, Any]]
 
 

@@ -69,6 +69,7 @@ async def health(request: Request, services: ServicesDep) -> JSONResponse:
         "version": settings.version,
         "environment": settings.environment,
         "uptime_seconds": services.lifecycle.uptime_seconds,
+        "agents": request.app.state.agents.monitor.counts,
         "services": report["services"] if detailed else public_services(report["services"]),
     }
     status = 503 if report["status"] == "unhealthy" else 200

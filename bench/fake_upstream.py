@@ -24,9 +24,26 @@ and the control API: ``POST /_control/behaviour`` (``{"model", "mode", ...params
 Modes (per model; model ``"*"`` is the fallback for models without their own entry):
 ``ok``; ``slow`` (``delay_ms``, ``chunk_delay_ms``); ``status`` (``status``, ``retry_after``,
 optional ``message``/``error_type``/``code``); ``fail_times`` (``count``, ``status``, same
-extras); ``hang``; ``cut`` (``after_chunks``); ``garbage``; ``content_filter``. ``delay_ms`` and
-``chunk_delay_ms`` are accepted by every mode. A chat request with ``"logprobs": true`` gets
-OpenAI's ``logprobs`` object (one entry per streamed piece of text).
+extras); ``hang``; ``cut`` (``after_chunks``); ``garbage``; ``content_filter``; ``script``
+(``turns``, below). ``delay_ms`` and ``chunk_delay_ms`` are accepted by every mode. A chat request
+with ``"logprobs": true`` gets OpenAI's ``logprobs`` object (one entry per streamed piece of text).
+
+``script`` answers a multi-turn, tool-calling conversation from a list of turns, for agent tests::
+
+    upstream.set_behaviour("m1", "script", turns=[
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        {"content": "It is 42.", "usage": {"prompt_tokens": 30, "completion_tokens": 4}},
+    ])                                  # or POST /_control/behaviour {"model", "mode", "turns"}
+
+Each turn is ``{"content": str}`` or ``{"tool_calls": [{"name", "arguments": dict | str,
+"id"?}]}`` (ids default to ``call_<turn>_<index>``), with an optional ``usage`` overriding the
+counted tokens. The turn is chosen statelessly: the number of ``assistant`` messages in the
+request (0 -> ``turns[0]``; past the end, the last turn again, so ``[{"tool_calls": [...]}]``
+loops). A request with no ``tools`` or ``tool_choice: "none"`` gets the turn's ``content`` (or
+"final answer") instead of its calls. Streamed in OpenAI's chunk shapes (the role, then per call
+its id and name, then its arguments in pieces; ``include_usage`` honoured); ``delay_ms`` and
+``chunk_delay_ms`` apply, so a test can cancel mid-turn. Chat completions only (``/messages``
+answers 400); never cached, so the other modes' speed is untouched. Rules in `bench.fake_script`.
 
 Speed: a request's answer is derived from its raw body, and what can be precomputed from that body
 (serialised response minus id and timestamp, stream chunks) is cached by the body bytes, so
@@ -53,10 +70,13 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from bench.fake_script import ScriptTurn, parse_turns
+from bench.fake_script import answer as script_answer
+
 __all__ = ["MODES", "FakeUpstream", "run_in_thread"]
 
 MODES = frozenset(
-    {"ok", "slow", "status", "fail_times", "hang", "cut", "garbage", "content_filter"}
+    {"ok", "slow", "status", "fail_times", "hang", "cut", "garbage", "content_filter", "script"}
 )
 _COMMON_PARAMS = frozenset({"delay_ms", "chunk_delay_ms"})
 _ERROR_PARAMS = frozenset({"status", "retry_after", "message", "error_type", "code"})
@@ -69,6 +89,7 @@ _MODE_PARAMS: dict[str, frozenset[str]] = {
     "cut": _COMMON_PARAMS | {"after_chunks"},
     "garbage": _COMMON_PARAMS,
     "content_filter": _COMMON_PARAMS,
+    "script": _COMMON_PARAMS | {"turns"},
 }
 
 _MAX_CACHED = 4096  # distinct request bodies whose answers are kept
@@ -130,6 +151,7 @@ class _Behaviour:
     code: str | None = None
     remaining: int = 0  # fail_times: failures still to serve
     after_chunks: int = 1  # cut: content chunks sent before the connection is dropped
+    turns: tuple[ScriptTurn, ...] = ()  # script: the scripted answers
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"mode": self.mode}
@@ -144,6 +166,8 @@ class _Behaviour:
             info["remaining"] = self.remaining
         if self.mode == "cut":
             info["after_chunks"] = self.after_chunks
+        if self.mode == "script":
+            info["turns"] = len(self.turns)
         return info
 
 
@@ -170,6 +194,8 @@ def _make_behaviour(mode: str, params: dict[str, Any]) -> _Behaviour:
     b.after_chunks = int(params.get("after_chunks", 1))
     if b.delay < 0 or b.chunk_delay < 0 or b.remaining < 0 or b.after_chunks < 0:
         raise ValueError("delays, count and after_chunks must not be negative")
+    if mode == "script":
+        b.turns = parse_turns(params.get("turns"))
     return b
 
 
@@ -276,35 +302,65 @@ class _ChatPlan:
 
 
 def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
-    model: str = data["model"]
     reply, prompt_tokens, wants_tool = _conversation(data)
+    calls: tuple[tuple[str, str, str], ...] = ()
+    if wants_tool:
+        tool_name = _first_tool_name(data.get("tools"), anthropic=False)
+        calls = ((_TOOL_CALL_ID, tool_name, _TOOL_ARGUMENTS),)
+    completion_tokens = _words(_TOOL_ARGUMENTS if wants_tool else reply)
+    return _render_chat(data, reply, calls, prompt_tokens, completion_tokens, logprobs=True)
+
+
+def _script_plan(data: dict[str, Any], turns: tuple[ScriptTurn, ...]) -> _ChatPlan:
+    """The `script` mode's answer (see `bench.fake_script`); never cached."""
+    _, prompt_tokens, _ = _conversation(data)  # validates the messages, counts the prompt
+    scripted = script_answer(data, turns)
+    reply = scripted.content or ""
+    arguments = " ".join(arguments for _, _, arguments in scripted.tool_calls)
+    completion_tokens = _words(arguments if scripted.tool_calls else reply)
+    if scripted.prompt_tokens is not None:
+        prompt_tokens = scripted.prompt_tokens
+    if scripted.completion_tokens is not None:
+        completion_tokens = scripted.completion_tokens
+    return _render_chat(
+        data, reply, scripted.tool_calls, prompt_tokens, completion_tokens, logprobs=False
+    )
+
+
+def _render_chat(
+    data: dict[str, Any],
+    reply: str,
+    calls: tuple[tuple[str, str, str], ...],
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    logprobs: bool,
+) -> _ChatPlan:
+    """The answer in OpenAI's wire format: text `reply`, or `calls` as (id, name, arguments);
+    token counts are one choice's. `logprobs`: honour the request's ``"logprobs": true``."""
+    model: str = data["model"]
     n = data.get("n") or 1
     if not isinstance(n, int) or not 1 <= n <= 128:
         raise _BadRequest("'n' must be an integer between 1 and 128")
     stream = bool(data.get("stream"))
-    tool_name = _first_tool_name(data.get("tools"), anthropic=False) if wants_tool else ""
-    completion = reply if not wants_tool else _TOOL_ARGUMENTS
-    completion_tokens = _words(completion) * n
+    completion_tokens *= n
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-    finish_reason = "tool_calls" if wants_tool else "stop"
+    finish_reason = "tool_calls" if calls else "stop"
     plan = _ChatPlan(model=model, stream=stream)
     pieces = _PIECE.findall(reply)
-    logprobs = data.get("logprobs") is True and not wants_tool
+    logprobs = logprobs and data.get("logprobs") is True and not calls
 
     if not stream:
         message: dict[str, Any] = {"role": "assistant", "content": reply, "refusal": None}
-        if wants_tool:
+        if calls:
             message["content"] = None
             message["tool_calls"] = [
-                {
-                    "id": _TOOL_CALL_ID,
-                    "type": "function",
-                    "function": {"name": tool_name, "arguments": _TOOL_ARGUMENTS},
-                }
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+                for call_id, name, args in calls
             ]
 
         def body(finish: str) -> bytes:
@@ -353,19 +409,17 @@ def _chat_plan(data: dict[str, Any]) -> _ChatPlan:
             for i in range(n)
         )
 
-    if wants_tool:
+    if calls:
         plan.role = chunks([({"role": "assistant", "content": None}, None)])
-        first_call = {
-            "index": 0,
-            "id": _TOOL_CALL_ID,
-            "type": "function",
-            "function": {"name": tool_name, "arguments": ""},
-        }
-        deltas: list[tuple[dict[str, Any], str | None]] = [({"tool_calls": [first_call]}, None)]
-        deltas += [
-            ({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
-            for piece in _PIECE.findall(_TOOL_ARGUMENTS)
-        ]
+        deltas: list[tuple[dict[str, Any], str | None]] = []
+        for index, (call_id, name, args) in enumerate(calls):
+            opening = {"index": index, "id": call_id, "type": "function"}
+            function = {"name": name, "arguments": ""}
+            deltas.append(({"tool_calls": [{**opening, "function": function}]}, None))
+            deltas += [
+                ({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+                for piece in _PIECE.findall(args)
+            ]
         plan.pieces = chunks(deltas)
     else:
         plan.role = chunks([({"role": "assistant", "content": ""}, None)])
@@ -868,6 +922,8 @@ class FakeUpstream:
                 if plan.stream:
                     return await self._stream(request, (_GARBAGE_SSE, _DONE), (), (), None)
                 return web.Response(body=_GARBAGE_JSON, content_type=_JSON)
+            if b.mode == "script":
+                plan = _script_plan(orjson.loads(raw), b.turns)
         filtered = b is not None and b.mode == "content_filter"
         seq = self._next_id()
         created = int(time.time())
@@ -907,6 +963,8 @@ class FakeUpstream:
                 if plan.stream:
                     return await self._stream(request, (_GARBAGE_ANTHROPIC_SSE,), (), (), None)
                 return web.Response(body=_GARBAGE_JSON, content_type=_JSON)
+            if b.mode == "script":
+                return _error(True, 400, "fake upstream: script mode speaks OpenAI chat only")
         refused = b is not None and b.mode == "content_filter"
         seq = self._next_id()
         if not plan.stream:

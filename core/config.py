@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     job_types_module: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     # The worker serves its Prometheus metrics (job outcomes, durations) here; unset: off.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # -- agents (agents/) -----------------------------------------------------------
+    # A YAML file of agents every tenant may run. Unset: none, or, while the offline
+    # demo model serves, the bundled examples (agents/examples.yaml).
+    agents_config: str | None = None
+    # Networks (CIDRs) the HTTP tools may reach although they are private; nothing
+    # private, loopback or link-local is reachable otherwise.
+    agent_tools_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long a run stays `requires_action` waiting for a client's tool outputs.
+    agent_tool_output_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
@@ -203,10 +212,22 @@ class Settings(BaseSettings):
         ForwardedPolicy(value, hops=1)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "agent_tools_allowed_networks", mode="before")
     @classmethod
     def _cors_list(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("agent_tools_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (CIDR)") from None
+        return networks
 
     @field_validator("cors_origins")
     @classmethod

@@ -252,6 +252,38 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid request{where}: {message}{extra}", param
 
 
+# PostgreSQL's "character not in repertoire" (a NUL byte in text) and "untranslatable
+# character": the value came from the client, whichever route passed it on.
+_UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
+
+
+def client_fault(exc: BaseException) -> GatewayError | None:
+    """The 4xx for an exception that is the client's doing although it surfaced deep
+    down (the database refusing a NUL byte a client put in an id or a text), or None.
+    One place for every route, so no route needs to guess which bytes a driver refuses."""
+    if _unstorable_text(exc):
+        log.info("unstorable_text")
+        return BadRequestError(
+            "The request contains a character that cannot be stored (a NUL byte or an "
+            "invalid byte sequence) in a name, an id or a text field.",
+            code="invalid_character",
+        )
+    return None
+
+
+def _unstorable_text(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps: SQLAlchemy's DBAPIError, the driver's error)
+    is the database refusing a client's bytes; found by SQLSTATE, so no driver import."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in _UNSTORABLE_SQLSTATES:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     """Route every exception the app can raise through `render_error`."""
 
@@ -286,6 +318,9 @@ def install_exception_handlers(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
+        refused = client_fault(exc)
+        if refused is not None:
+            return render_error(refused, _request_id(request))
         log.error("unhandled_exception", exc_info=exc, path=request.url.path)
         mark_logged(exc)  # starlette re-raises it after this answer
         return render_error(GatewayError(), _request_id(request))

@@ -75,10 +75,19 @@ def none_as(value: object, empty: object) -> object:
 
 
 # -- loading -------------------------------------------------------------------------
-def load_yaml_model(path: str | Path, model: type[M], *, what: str, expected: str) -> M:
+def load_yaml_model(
+    path: str | Path,
+    model: type[M],
+    *,
+    what: str,
+    expected: str,
+    context: Mapping[str, Any] | None = None,
+) -> M:
     """Read, parse and validate `path` as `model`, or raise `YamlModelError` listing
     every problem. `what` names the file in messages ("router config"); `expected`
-    describes its top level ("a mapping with model_groups"). The path is shown as given."""
+    describes its top level ("a mapping with model_groups"). The path is shown as given.
+    `context` reaches the model's validators (what the file refers to, e.g. the model
+    groups an agent may name), so those mistakes point at their line too."""
     shown = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -108,7 +117,7 @@ def load_yaml_model(path: str | Path, model: type[M], *, what: str, expected: st
         raise YamlModelError([f"{shown}:{line}: top level must be {expected}, not a {found}"])
 
     try:
-        result = model.model_validate(data)
+        result = model.model_validate(data, context=context)
     except ValidationError as exc:
         problems += [_validation_problem(shown, root, error) for error in exc.errors()]
         raise YamlModelError(sorted(problems, key=_problem_line)) from None

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Text,
     false,
     func,
     text,
@@ -64,6 +65,11 @@ class UsageRecord(Base):
     # True when the tokens (and so the cost) are the gateway's estimate: the call
     # ended without the provider reporting usage (a cut stream, an abandoned call).
     estimated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Set on the calls an agent run made (`agents.engine`): which agent, which run, which
+    # turn (0-based; the finalizing call is the turn after the last).
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    turn: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiKey(Base):
@@ -148,3 +154,118 @@ class WorkerBeat(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     info: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+
+
+# The current version of an agent is its one row that is not retired.
+CURRENT_AGENT = text("retired = false")
+
+
+class AgentVersion(Base):
+    """One version of an agent defined through the admin API. An edit retires the
+    current row and adds the next version; a delete retires it. Runs name the
+    version they used (and keep the definition they ran with)."""
+
+    __tablename__ = "agent_versions"
+    __table_args__ = (
+        Index(
+            "uq_agent_versions_current",
+            "tenant",
+            "agent_id",
+            unique=True,
+            postgresql_where=CURRENT_AGENT,
+            sqlite_where=CURRENT_AGENT,
+        ),
+    )
+
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, object]] = mapped_column(JSON)
+    retired: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+ACTIVE_RUN = text("status IN ('queued', 'in_progress', 'requires_action')")
+
+
+class AgentRun(Base):
+    """An agent run's state: what was asked, with which definition, how it ended.
+    Its events (`AgentRunEvent`) carry what happened in between."""
+
+    __tablename__ = "agent_runs"
+    __table_args__ = (
+        Index("ix_agent_runs_tenant_created_at", "tenant", "created_at"),
+        Index(
+            "uq_agent_runs_idempotency_key",
+            "tenant",
+            "idempotency_key",
+            unique=True,
+        ),
+        Index(
+            "ix_agent_runs_active", "status", postgresql_where=ACTIVE_RUN, sqlite_where=ACTIVE_RUN
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    api_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    agent_version: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[dict[str, object]] = mapped_column(JSON)  # the definition it ran with
+    thread_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(24))
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    mode: Mapped[str] = mapped_column(String(16))  # sync, stream, background, chat
+    input: Mapped[list[object]] = mapped_column(JSON)
+    limits: Mapped[dict[str, object]] = mapped_column(JSON)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    usage: Mapped[dict[str, object]] = mapped_column(JSON)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    required_action: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    tool_outputs: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    cancel_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class AgentRunEvent(Base):
+    """A run's events, numbered from 1: what `GET /runs/{id}/events?after=N` replays."""
+
+    __tablename__ = "agent_run_events"
+
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AgentThread(Base):
+    """A conversation runs continue; its messages are `AgentThreadMessage` rows."""
+
+    __tablename__ = "agent_threads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class AgentThreadMessage(Base):
+    __tablename__ = "agent_thread_messages"
+    __table_args__ = (Index("ix_agent_thread_messages_thread_id_id", "thread_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    thread_id: Mapped[str] = mapped_column(String(40))
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    message: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from agents.jobs import RuntimeSlot
+from agents.runtime import open_agents, with_agent_runs
 from core.config import ConfigurationError, Settings, load_settings
 from core.container import Process, open_gateway, open_infrastructure, open_jobs
 from core.jobs.heartbeat import Heartbeat, default_worker_name
@@ -64,12 +66,22 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     process = Process(kind="worker")
-    types, schedules = job_catalog(settings)
+    catalog, schedules = job_catalog(settings)
+    slot = RuntimeSlot()
+    types = with_agent_runs(catalog, slot)
     name = settings.worker_name or default_worker_name()
     async with (
         open_infrastructure(settings) as infra,
         open_gateway(infra, process) as gateway,
         open_jobs(infra, gateway, process, types) as jobs,
+        open_agents(
+            settings=settings,
+            sessions=infra.sessions,
+            gateway=gateway,
+            jobs=jobs.service,
+            slot=slot,
+            demo=gateway.demo,
+        ),
     ):
         runner, queue = jobs.runner, jobs.queue
         watchdog = Watchdog(runner.running)

@@ -1,5 +1,5 @@
 """The OpenAI-compatible API under `/api/v1`: chat completions, embeddings,
-models, usage, background jobs, API keys (admin) and token exchange.
+models, usage, agents and their runs, background jobs, API keys (admin) and token exchange.
 
 Routes spell out their full path (no router prefix) so that the route template
 — the `route` label of every metric and access line — is the full path on
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.v1 import auth, chat, jobs, keys, models, usage
+from api.v1 import agents, auth, chat, jobs, keys, models, usage
 
 # The LLM routes first: FastAPI matches routers in order, and they carry the traffic.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     usage.router,
     jobs.router,
+    agents.router,
     keys.router,
     auth.router,
 )

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from agents.chat import is_agent_model
 from api import openapi
 from api.deps import CallerDep, RequestAdmission
 from core.auth.authenticator import Principal
@@ -149,7 +150,19 @@ async def _serve(request: Request, principal: Principal, pipeline: Pipeline) -> 
 async def chat_completions(
     request: Request, services: ServicesDep, principal: CallerDep
 ) -> Response:
-    return await _serve(request, principal, services.completions.chat)
+    chat = services.completions.chat
+
+    async def pipeline(
+        caller: Caller, body: dict[str, Any], directives: CacheDirectives, admit: RequestAdmission
+    ) -> Answer | StreamAnswer | Upstream:
+        if is_agent_model(body):  # `agent:<id>`: an agent run (agents.chat)
+            upstream: Upstream = await request.app.state.agents.chat.complete(
+                principal, body, admit
+            )
+            return upstream
+        return await chat(caller, body, directives, admit)
+
+    return await _serve(request, principal, pipeline)
 
 
 @router.post(

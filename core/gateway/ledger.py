@@ -289,23 +289,27 @@ class Accounts:
         metrics.GATEWAY_OVERHEAD.labels(req.endpoint).observe(
             max(elapsed - req.upstream_seconds, 0.0)
         )
-        self.usage.record(
-            UsageEvent(
-                request_id=req.caller.request_id,
-                tenant=req.caller.tenant,
-                api_key_id=req.caller.api_key_id,
-                model_group=req.group,
-                provider=provider,
-                model=deployment.model if deployment else None,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cost_usd=cost,
-                latency_ms=round(elapsed * 1000, 3),
-                cache_status=req.cache_status,
-                outcome=outcome,
-                estimated=estimated,
-            )
+        run = req.caller.run
+        event = UsageEvent(
+            request_id=req.caller.request_id,
+            tenant=req.caller.tenant,
+            api_key_id=req.caller.api_key_id,
+            model_group=req.group,
+            provider=provider,
+            model=deployment.model if deployment else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=cost,
+            latency_ms=round(elapsed * 1000, 3),
+            cache_status=req.cache_status,
+            outcome=outcome,
+            estimated=estimated,
         )
+        if run is not None:
+            event.agent_id, event.run_id, event.turn = run.agent_id, run.run_id, run.turn
+            if run.observe is not None:
+                run.observe(event)
+        self.usage.record(event)
 
 
 class MeteredStream:

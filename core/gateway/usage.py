@@ -43,6 +43,9 @@ class UsageEvent:
     cache_status: str
     outcome: str
     estimated: bool = False  # tokens estimated by the gateway, not reported by the provider
+    agent_id: str | None = None  # an agent run's call: its agent, run and turn
+    run_id: str | None = None
+    turn: int | None = None
     created_at: datetime | None = None
 
 
@@ -55,6 +58,7 @@ class UsageRecorder:
         self.flush_seconds = flush_seconds
         self.queue: list[UsageEvent] = []
         self.wakeup = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         self.failing = False
         self.stopping = False
@@ -82,6 +86,10 @@ class UsageRecorder:
         """Write what is queued now, in batches. What arrives meanwhile waits for
         the next flush: chasing it would write a few rows at a time for as long as
         requests keep coming (one statement per handful of requests under load)."""
+        async with self._flushing:  # one at a time: a caller's flush ends after the one running
+            await self._flush()
+
+    async def _flush(self) -> None:
         pending = len(self.queue)
         while pending > 0 and self.queue:
             size = min(BATCH, pending)

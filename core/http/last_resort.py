@@ -21,7 +21,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from core.errors import GatewayError, was_logged
+from core.errors import GatewayError, client_fault, was_logged
 from core.http.middleware import deny_websocket, request_id_of, send_error
 from core.observability.sentry import report_exception
 
@@ -55,6 +55,10 @@ class LastResortMiddleware:
         try:
             await self.app(scope, receive, send_tracked)
         except Exception as exc:  # never a traceback to a client
+            refused = client_fault(exc)
+            if refused is not None and not started:
+                await send_error(send, refused, request_id_of(scope))
+                return
             report_exception(exc)
             if started:
                 if not was_logged(exc):

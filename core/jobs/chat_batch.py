@@ -113,14 +113,21 @@ class _RequestRate:
         self.done = True
 
 
-class _Credentials:
+class KeyCredentials:
     """The submitting key's principal, re-read from its row once it is older than
     the edge's auth cache (one read shared by the requests asking meanwhile)."""
 
     def __init__(
-        self, keys: KeyRepository, *, key_id: str | None, tenant: str, max_age: float
+        self,
+        keys: KeyRepository,
+        *,
+        key_id: str | None,
+        tenant: str,
+        max_age: float,
+        what: str = "batch",
     ) -> None:
         self.keys = keys
+        self.what = what
         self.key_id = key_id
         self.tenant = tenant
         self.max_age = max_age
@@ -148,13 +155,14 @@ class _Credentials:
             ) from exc
         if row is None or row.tenant != self.tenant:
             raise JobFailed(
-                "The API key that submitted this batch no longer exists; the batch stopped.",
+                f"The API key that submitted this {self.what} no longer exists; the "
+                f"{self.what} stopped.",
                 code="key_revoked",
             )
         info = KeyInfo.from_row(row)
         refused = key_refusal(info)
         if refused is not None:
-            raise JobFailed(f"{refused[1]} The batch stopped.", code="key_revoked")
+            raise JobFailed(f"{refused[1]} The {self.what} stopped.", code="key_revoked")
         return key_principal(info)
 
 
@@ -245,7 +253,7 @@ async def _wait(ctx: JobContext, seconds: float) -> None:
 
 
 class _Batch:
-    def __init__(self, ctx: JobContext, credentials: _Credentials) -> None:
+    def __init__(self, ctx: JobContext, credentials: KeyCredentials) -> None:
         resources = ctx.services  # core.jobs.registry.JobResources
         self.ctx = ctx
         self.credentials = credentials
@@ -302,7 +310,7 @@ async def run_chat_batch(batch: ChatBatch, ctx: JobContext) -> dict[str, Any]:
     resources = ctx.services
     total = len(batch.requests)
     answers = _resumed(ctx.resume, total)
-    credentials = _Credentials(
+    credentials = KeyCredentials(
         KeyRepository(resources.jobs.sessions),  # a key row is read by its own repository
         key_id=ctx.api_key_id,
         tenant=ctx.tenant,

@@ -8,7 +8,9 @@ and reports back after it; nothing here knows about caches or providers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -18,6 +20,18 @@ from core.limits.rate_limit import RateLimiter, rate_limit_error
 from core.observability import metrics
 
 log = structlog.get_logger("skygate.admission")
+
+
+@dataclass(frozen=True, slots=True)
+class RunTurn:
+    """The agent run a call belongs to (`agents.engine`): named on its usage record,
+    and `observe` is handed that record when the call settles, so the run's usage
+    is the sum of its calls' records, estimates included."""
+
+    agent_id: str
+    run_id: str
+    turn: int
+    observe: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,7 @@ class Caller:
     allowed_models: frozenset[str] | None = None
     tokens_per_minute: int | None = None
     monthly_budget_usd: float | None = None
+    run: RunTurn | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class SpendTracker:
         self._spend: dict[str, _Spend] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reserved: dict[str, float] = {}  # worst cases of calls in flight (agent turns)
 
     async def _read(self, key_id: str, month: datetime) -> None:
         known = self._spend.get(key_id)
@@ -73,7 +74,7 @@ class SpendTracker:
             await self._read(key_id, month)
             entry = self._spend.get(key_id)
             if entry is None:
-                return 0.0
+                return self._reserved.get(key_id, 0.0)
         elif (
             time.monotonic() - entry.read_at > self.refresh_seconds
             and key_id not in self._refreshing
@@ -82,7 +83,19 @@ class SpendTracker:
             task = asyncio.create_task(self._read(key_id, month))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return entry.stored + entry.local
+        return entry.stored + entry.local + self._reserved.get(key_id, 0.0)
+
+    def reserve(self, key_id: str, cost: float) -> None:
+        """Count `cost` as spent until `release`: a call's worst case, held while it
+        runs, so concurrent calls of the key cannot together overrun its budget."""
+        self._reserved[key_id] = self._reserved.get(key_id, 0.0) + cost
+
+    def release(self, key_id: str, cost: float) -> None:
+        left = self._reserved.get(key_id, 0.0) - cost
+        if left > 1e-12:
+            self._reserved[key_id] = left
+        else:
+            self._reserved.pop(key_id, None)
 
     def add(self, key_id: str, cost: float) -> None:
         entry = self._spend.get(key_id)

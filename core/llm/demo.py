@@ -1,8 +1,11 @@
-"""The offline demo model: deterministic answers, streaming, token counts.
+"""The offline demo model: deterministic answers, tool calls, streaming, token counts.
 
 Served only in development when no provider is configured, so `make run`
 followed by a curl or the OpenAI SDK works on a machine with no network. It
 is labelled as a demo everywhere it appears and never exists in production.
+Offered tools, it calls them by the rules in `demo_tools` (arithmetic ->
+`calculator`, a time question -> `current_time`), so the example agents run
+offline too; with no tool rule to apply it echoes, exactly as it always has.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from core.llm.demo_tools import ToolCall, decide, text_of
 from core.llm.types import Chunk, Completion, Deployment, Usage
 
 DEMO_MODEL = "demo"
@@ -28,28 +32,34 @@ def count_tokens(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
-def _answer(body: dict[str, Any]) -> tuple[str, int]:
+def _answer(body: dict[str, Any]) -> tuple[str, tuple[ToolCall, ...], int]:
+    """(text, tool calls, prompt tokens): tool calls when the tool rules decide so
+    (`demo_tools`), else the text: a final answer from tool results, or the echo."""
     messages = body.get("messages") or []
-    prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
-    last_user = next(
-        (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
-    )
-    answer = (
-        "This is Skygate's offline demo model (no provider is configured). "
-        f"You said: {last_user[:500]}"
-    )
+    prompt_tokens = sum(count_tokens(text_of(m.get("content"))) for m in messages)
+    decision = decide(body)
+    if decision is not None and decision.tool_calls:
+        return "", decision.tool_calls, max(prompt_tokens, 1)
+    if decision is not None and decision.text is not None:
+        answer = decision.text
+    else:
+        last_user = next(
+            (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+        )
+        answer = (
+            "This is Skygate's offline demo model (no provider is configured). "
+            f"You said: {last_user[:500]}"
+        )
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens > 0:
         answer = " ".join(answer.split(" ")[:max_tokens])
-    return answer, max(prompt_tokens, 1)
+    return answer, (), max(prompt_tokens, 1)
+
+
+def _completion_tokens(answer: str, calls: tuple[ToolCall, ...]) -> int:
+    if calls:
+        return sum(count_tokens(call.arguments) for call in calls)
+    return count_tokens(answer)
 
 
 def _completion_id(body: dict[str, Any]) -> str:
@@ -57,13 +67,36 @@ def _completion_id(body: dict[str, Any]) -> str:
     return f"chatcmpl-demo-{digest}"
 
 
+def _deltas(answer: str, calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """A choice's stream deltas, in OpenAI's shapes: the role, then the text word by
+    word, or each call opened (id, name, empty arguments) and its arguments in pieces."""
+    if not calls:
+        pieces = re.findall(r"\S+\s*", answer)
+        return [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces)]
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": None}]
+    for index, call in enumerate(calls):
+        opening = {"index": index, "id": call.id, "type": "function"}
+        deltas.append(
+            {"tool_calls": [{**opening, "function": {"name": call.name, "arguments": ""}}]}
+        )
+        deltas.extend(
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+            for piece in re.findall(r"\S+\s*", call.arguments)
+        )
+    return deltas
+
+
 class DemoProvider:
     """Answers like an OpenAI-compatible server without leaving the process."""
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        answer, prompt_tokens = _answer(body)
+        answer, calls, prompt_tokens = _answer(body)
         n = body.get("n") or 1
-        completion_tokens = count_tokens(answer) * n
+        completion_tokens = _completion_tokens(answer, calls) * n
+        message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
+        if calls:
+            message["content"] = None
+            message["tool_calls"] = [call.openai() for call in calls]
         data = {
             "id": _completion_id(body),
             "object": "chat.completion",
@@ -72,9 +105,9 @@ class DemoProvider:
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": answer, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if calls else "stop",
                 }
                 for i in range(n)
             ],
@@ -88,7 +121,7 @@ class DemoProvider:
         return Completion(orjson.dumps(data), data, Usage(prompt_tokens, completion_tokens))
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
-        answer, prompt_tokens = _answer(body)
+        answer, calls, prompt_tokens = _answer(body)
         n = body.get("n") or 1
         base = {
             "id": _completion_id(body),
@@ -102,33 +135,13 @@ class DemoProvider:
             data = {**base, "choices": choices, **extra}
             return Chunk(orjson.dumps(data), data)
 
-        for i in range(n):
-            yield chunk(
-                [
-                    {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ]
-            )
-        pieces = re.findall(r"\S+\s*", answer)
-        for piece in pieces:
+        for delta in _deltas(answer, calls):
             for i in range(n):
-                yield chunk(
-                    [
-                        {
-                            "index": i,
-                            "delta": {"content": piece},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
+                yield chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
+        finish = "tool_calls" if calls else "stop"
         for i in range(n):
-            yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
-        completion_tokens = count_tokens(answer) * n
+            yield chunk([{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}])
+        completion_tokens = _completion_tokens(answer, calls) * n
         yield chunk(
             [],
             usage={

@@ -68,8 +68,11 @@ async def test_healthy_on_postgres_and_redis(migrated_postgres_url: str, redis_u
             "rate_limiter",
             "llm_providers",
             "workers",
+            "agents",
         }
         assert services["workers"]["status"] == "ok"
+        assert services["agents"]["status"] == "ok" and services["agents"]["total"] == 2
+        assert health["agents"] == {"total": 2, "active": 2, "runs_active": 0}  # the examples
         assert services["database"]["status"] == "ok"
         assert services["database"]["backend"] == "postgresql"
         assert services["database"]["latency_ms"] >= 0

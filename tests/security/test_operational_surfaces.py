@@ -60,7 +60,10 @@ async def test_metrics_outside_development_are_never_anonymous(app_factory: AppF
 
 
 def assert_short_form(body: dict[str, Any]) -> None:
-    assert set(body) == {"status", "version", "environment", "uptime_seconds", "services"}
+    assert set(body) == {"status", "version", "environment", "uptime_seconds", "agents", "services"}
+    # agents: counts only (no agent ids, names or models: those are the caller's to list)
+    assert set(body["agents"]) == {"total", "active", "runs_active"}
+    assert all(isinstance(count, int) for count in body["agents"].values())
     assert set(body["services"]) >= {"api", "database", "redis", "llm_providers"}
     for name, service in body["services"].items():
         assert set(service) == SHORT, name
