@@ -80,7 +80,9 @@ clean:
 # bench-compare: the same run plus the LiteLLM proxy (its own virtualenv, same litellm version).
 # Results: docs/benchmark.md, docs/benchmark.png, docs/PERFORMANCE.md, bench/results/*.json.
 # bench also runs bench/jobs.py: the job queue (enqueue-to-start, enqueue jobs/s, chat.batch
-# under a tenant limit), into the docs' Jobs sections and bench/results/jobs-*.json.
+# under a tenant limit), into the docs' Jobs sections and bench/results/jobs-*.json,
+# then bench/ws.py: /ws/agents (memory of 1,000 idle sessions, event latency on the same
+# instance and across two), into PERFORMANCE.md's WebSocket section and bench/results/ws-*.json.
 LITELLM_VENV    ?= /tmp/skygate-bench/litellm-venv
 LITELLM_VERSION := $(shell sed -n 's/^litellm==\([^ ]*\).*/\1/p' requirements.txt)
 .PHONY: bench bench-compare
@@ -95,9 +97,10 @@ $(LITELLM_VENV)/.litellm-$(LITELLM_VERSION):
 	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]==$(LITELLM_VERSION)'
 	@touch $@
 
-bench: test-deps $(VENV)/.bench  ## benchmark Skygate against direct calls, then the jobs (docs/benchmark.md)
+bench: test-deps $(VENV)/.bench  ## benchmark Skygate against direct calls, then the jobs and /ws/agents (docs/benchmark.md)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.jobs
+	$(BIN)/python -m bench.ws
 
 bench-compare: test-deps $(VENV)/.bench $(LITELLM_VENV)/.litellm-$(LITELLM_VERSION)  ## bench, plus the LiteLLM proxy
 	BENCH_LITELLM_VENV=$(LITELLM_VENV) $(BIN)/python -m bench.run --compare

@@ -21,6 +21,7 @@ from api import metrics as metrics_api
 from api import probes, root
 from api.openapi import install_openapi
 from api.v1 import ROUTERS as V1_ROUTERS
+from api.ws import router as ws_router
 from core.config import OPEN_ACCESS_WARNING, Settings, load_settings
 from core.container import Process, open_services
 from core.errors import install_exception_handlers
@@ -98,6 +99,7 @@ def create_app(
                 jobs=services.jobs.service,
                 slot=slot,
                 demo=services.demo,
+                redis=services.redis,
             ) as agents,
         ):
             app.state.services = services
@@ -140,6 +142,7 @@ def create_app(
 
     for router in V1_ROUTERS:
         app.include_router(router)
+    app.include_router(ws_router)
     app.include_router(root.router)
     app.include_router(probes.router)
     if settings.enable_metrics:
@@ -149,10 +152,12 @@ def create_app(
 
 def _run_embedded() -> None:
     """`python main_enterprise.py`: one uvicorn process on 127.0.0.1:$PORT, with the
-    gunicorn workers' HTTP protocol (header and body limits, one write a response)."""
+    gunicorn workers' HTTP protocol (header and body limits, one write a response)
+    and WebSocket protocol (message size, pings, no deflate, no query in the log)."""
     import uvicorn
 
     from core.serving.http_protocol import HttpLimits, SkygateHttpProtocol
+    from core.serving.ws_protocol import WebSocketLimits
 
     settings = load_settings()
     uvicorn.run(
@@ -164,6 +169,7 @@ def _run_embedded() -> None:
         access_log=False,
         server_header=False,
         proxy_headers=False,  # core.http.forwarding applies X-Forwarded-For by hop count
+        **WebSocketLimits.from_settings(settings).server_options(),
     )
 
 

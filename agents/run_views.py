@@ -22,7 +22,7 @@ from database.models import AgentRun
 
 INPUT_ROLES = frozenset({"user", "assistant", "system", "developer"})
 FINISHED = ("completed", "incomplete", "failed", "cancelled")
-Mode = Literal["sync", "stream", "background", "chat"]
+Mode = Literal["sync", "stream", "background", "chat", "ws"]
 
 
 class RunRequest(BaseModel):

@@ -131,7 +131,7 @@ class RunService:
 
     def start(self, row: AgentRun, principal: PrincipalSource) -> asyncio.Task[AgentRun]:
         """Execute an interactive run in this process, in the background of the request."""
-        events = EventLog(row.id, self.runs, last_seq=row.last_seq)
+        events = EventLog(row.id, self.runs, last_seq=row.last_seq, bus=self.live.bus)
         control = Control()
         self.live.add(row.id, events, control)  # before any await: followers find it
         task = asyncio.create_task(self.execute(row, principal, events, control))
@@ -148,7 +148,7 @@ class RunService:
         control: Control | None = None,
     ) -> AgentRun:
         if events is None or control is None:
-            events = EventLog(row.id, self.runs, last_seq=row.last_seq)
+            events = EventLog(row.id, self.runs, last_seq=row.last_seq, bus=self.live.bus)
             control = Control()
             self.live.add(row.id, events, control)
         events.start()
@@ -332,9 +332,12 @@ class RunService:
             last_seq=row.last_seq + 1,
         ):
             fresh = await self._reread(row)
-            await self.runs.add_events(
-                fresh.id, [(fresh.last_seq, "run.cancelled", {"run": run_object(fresh)})]
+            cancelled = RunEvent(
+                fresh.id, fresh.last_seq, "run.cancelled", {"run": run_object(fresh)}
             )
+            await self.runs.add_events(fresh.id, [(cancelled.seq, cancelled.type, cancelled.data)])
+            if self.live.bus is not None:  # its followers elsewhere: now, not at their next look
+                await self.live.bus.publish_final(cancelled)
             return fresh
         await self.runs.update(row.id, unless=FINISHED, cancel_mode=mode)
         control = self.live.controls.get(row.id)

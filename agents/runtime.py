@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.chat import AgentChat
 from agents.definitions import EXAMPLES, AgentsConfigError, AgentsFile, AgentSpec, load_agents_file
 from agents.engine import RunEngine
+from agents.event_stream import EventBus
 from agents.events import LiveRuns
 from agents.jobs import NAME as AGENT_RUN
 from agents.jobs import RuntimeSlot, agent_run_type
@@ -32,7 +33,9 @@ from agents.state import RunState
 from agents.tools.base import Tool, ToolContext, ToolSettings
 from agents.tools.catalog import build_tools
 from agents.tools.http import SafeHttp
+from agents.watchers import RunWatchers
 from core.config import ConfigurationError, Settings
+from core.infra.redis import ResilientRedis
 from core.jobs.service import JobService
 from core.jobs.types import JobTypes
 from database.models import AgentRun
@@ -85,6 +88,13 @@ class Agents:
     live: LiveRuns
     monitor: AgentsMonitor
     chat: AgentChat
+    watchers: RunWatchers
+    redis: ResilientRedis
+
+    def live_available(self) -> bool:
+        """Whether a run's events reach followers on other processes and instances
+        live (Redis up); otherwise they read them from the database, later."""
+        return self.live.bus is not None and self.live.bus.live_available
 
 
 class _RouterModels:
@@ -136,12 +146,14 @@ async def open_agents(
     jobs: JobService | None,
     slot: RuntimeSlot,
     demo: bool,
+    redis: ResilientRedis,
 ) -> AsyncIterator[Agents]:
     file = agents_file(settings, router=gateway.router, demo=demo)
     registry = AgentRegistry(AgentRepository(sessions), file)
     specs = tool_settings(settings)
     http = SafeHttp(specs)
-    live = LiveRuns()
+    bus = EventBus(redis)
+    live = LiveRuns(bus)
     tools_of: dict[str, list[Tool]] = {}
 
     def tools(agent: AgentSpec) -> list[Tool]:
@@ -185,6 +197,7 @@ async def open_agents(
         service.enqueue = enqueue
     async with AsyncExitStack() as stack:
         stack.push_async_callback(http.aclose)
+        stack.push_async_callback(bus.close)  # after the runs: their last appends go out
         stack.push_async_callback(service.close)
         slot.set(service)
         stack.callback(slot.set, None)
@@ -199,6 +212,14 @@ async def open_agents(
 
         stack.push_async_callback(stop_watching)
         log.info("agents_ready", agents=len(file.agents))
+        watchers = RunWatchers(redis, live, grace=settings.ws_run_grace_seconds)
+        stack.push_async_callback(watchers.close)
         yield Agents(
-            registry=registry, runs=service, live=live, monitor=monitor, chat=AgentChat(service)
+            registry=registry,
+            runs=service,
+            live=live,
+            monitor=monitor,
+            chat=AgentChat(service),
+            watchers=watchers,
+            redis=redis,
         )

@@ -14,6 +14,7 @@ authenticated request is counted and a 429 wins over any other refusal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,11 +27,17 @@ from core.observability import metrics
 
 
 def presented_credential(request: Request) -> str | None:
-    authorization = request.headers.get("authorization")
+    return presented_credential_of(request.headers)
+
+
+def presented_credential_of(headers: Mapping[str, str]) -> str | None:
+    """`Authorization: Bearer <credential>` or `X-API-Key` (HTTP and WebSocket alike);
+    "" for another Authorization scheme, None for none."""
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
 
 
 def client_ip(request: Request) -> str:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     http_max_headers: int = Field(default=100, ge=8, le=10_000)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # -- WebSocket limits (core/serving/ws_protocol.py) ----------------------------
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    ws_ping_interval_seconds: float = Field(default=20.0, ge=0, le=3600)  # 0: no pings
+    ws_ping_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pgbouncer: bool = False
@@ -156,6 +160,17 @@ class Settings(BaseSettings):
     agent_tools_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # How long a run stays `requires_action` waiting for a client's tool outputs.
     agent_tool_output_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    # -- agent WebSocket clients (/ws/agents, docs/websocket.md) ------------------------
+    # A JSON heartbeat frame this often (under load balancers' 60-100 s idle timeouts).
+    ws_heartbeat_seconds: float = Field(default=25.0, gt=0, le=300)
+    # Open agent sockets per tenant (across workers and instances while Redis is up).
+    ws_max_connections_per_tenant: int = Field(default=100, ge=1, le=100_000)
+    # Runs one socket may have going at once.
+    ws_max_runs_per_connection: int = Field(default=8, ge=1, le=1000)
+    # A run started over a socket is cancelled after this long with no subscriber.
+    ws_run_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # A send blocked this long means the client stopped reading: close 1013, it resumes.
+    ws_send_stall_seconds: float = Field(default=10.0, gt=0, le=600)
 
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.auth.authenticator import Authenticator
 from core.auth.keys import KeyService
+from core.auth.tickets import TicketService
 from core.config import Settings
 from core.gateway.cache import ResponseCache
 from core.gateway.completions import CompletionService
@@ -115,6 +116,7 @@ class WebEdge:
     auth: Authenticator
     keys: KeyService
     health: HealthMonitor
+    tickets: TicketService
 
 
 @dataclass(slots=True)
@@ -138,6 +140,7 @@ class Services:
     auth: Authenticator
     keys: KeyService
     health: HealthMonitor
+    tickets: TicketService
 
 
 @asynccontextmanager
@@ -307,7 +310,7 @@ async def open_web_edge(
 
             stack.push_async_callback(stop_watching)
             health.add_reporter("workers", lambda: monitor.report)
-        yield WebEdge(auth=auth, keys=keys, health=health)
+        yield WebEdge(auth=auth, keys=keys, health=health, tickets=TicketService(infra.redis))
 
 
 @asynccontextmanager
@@ -338,6 +341,7 @@ async def open_services(
             auth=edge.auth,
             keys=edge.keys,
             health=edge.health,
+            tickets=edge.tickets,
         )
 
 

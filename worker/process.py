@@ -81,6 +81,7 @@ async def serve(settings: Settings) -> int:
             jobs=jobs.service,
             slot=slot,
             demo=gateway.demo,
+            redis=infra.redis,
         ),
     ):
         runner, queue = jobs.runner, jobs.queue

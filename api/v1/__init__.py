@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.v1 import agents, auth, chat, jobs, keys, models, usage
+from api.v1 import agents, auth, chat, jobs, keys, models, usage, ws_tickets
 
 # The LLM routes first: FastAPI matches routers in order, and they carry the traffic.
 ROUTERS: tuple[APIRouter, ...] = (
@@ -20,6 +20,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     usage.router,
     jobs.router,
     agents.router,
+    ws_tickets.router,
     keys.router,
     auth.router,
 )

@@ -326,6 +326,19 @@ class Authenticator:
             return self._principal(info, token_expires_at=claims.expires_at)
         raise self.reject("auth_invalid", "Invalid API key.")
 
+    async def recheck(self, principal: Principal) -> Principal:
+        """A long-lived session's principal as its key is now (read at most
+        AUTH_CACHE_SECONDS ago): AuthenticationError once the key is revoked, disabled,
+        expired or gone, or the session's token has expired."""
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise self.reject("jwt_invalid", "The session's token has expired.")
+        if principal.key_id is None:  # the admin, or the open development edge
+            return principal
+        info = await self._lookup("id:" + principal.key_id)
+        if info is None or info.tenant != principal.tenant:
+            raise self.reject("key_unknown", "The session's API key no longer exists.")
+        return self._principal(info, token_expires_at=principal.expires_at)
+
     def _current_admin_token(self, claims: TokenClaims) -> bool:
         """An admin token counts only with the fingerprint of the admin key in force:
         rotating ADMIN_API_KEY (or removing it) retires every admin token."""

@@ -38,15 +38,49 @@ def public_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 @dataclass(slots=True)
 class Lifecycle:
-    """Per-process serving state: when it started and whether it is draining."""
+    """Per-process serving state: when it started, whether it is draining, and an
+    event to await its stop (`stopping`)."""
 
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False  # SIGTERM received: not ready, still serving
     closing: bool = False  # about to stop (drain or recycle): answer with Connection: close
+    _stop_begun: bool = field(default=False, init=False, repr=False, compare=False)
+    _stopping: asyncio.Event | None = field(default=None, init=False, repr=False, compare=False)
+    _loop: asyncio.AbstractEventLoop | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def uptime_seconds(self) -> float:
         return round(time.monotonic() - self.started_at, 3)
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once this process is about to stop serving: a drain began (SIGTERM) or
+        the server is shutting down (a `max_requests` recycle, the drain's end). For a
+        long-lived connection (a WebSocket) to await, so it can say goodbye in its own
+        words (`server.draining`, close 1012) before the server closes it bluntly
+        (~1 s after shutdown begins). Made on first use, bound to the running loop, so
+        each app (tests build several, each in its own loop) has its own."""
+        event = self._stopping
+        if event is None:
+            self._loop = asyncio.get_running_loop()
+            event = self._stopping = asyncio.Event()
+            if self._stop_begun:
+                event.set()
+        return event
+
+    def begin_stopping(self) -> None:
+        """Set `stopping`. Safe from a signal handler (gunicorn's SIGTERM reaches
+        uvicorn's `handle_exit` as one) or another thread: the event is set by its
+        own loop, which `call_soon_threadsafe` also wakes."""
+        self._stop_begun = True
+        event, loop = self._stopping, self._loop
+        if event is not None and loop is not None and not event.is_set():
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: nothing waits on the event any more
+                pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,26 @@ WEBSOCKET_DURATION = Cached(
         buckets=(*LATENCY_BUCKETS, 300.0, 900.0, 3600.0),
     )
 )
+WEBSOCKET_MESSAGES = Cached(
+    Counter(
+        "websocket_messages_total",
+        "Agent WebSocket protocol messages, by direction (in, out) and message type "
+        "(a bounded set: the protocol's types, `other` for anything else).",
+        ["direction", "type"],
+    )
+)
+WEBSOCKET_SENDER_LAG = Histogram(
+    "websocket_sender_lag_seconds",
+    "Time an outgoing WebSocket message waited in its connection's queue.",
+    buckets=LATENCY_BUCKETS,
+)
+WEBSOCKET_CLOSES = Cached(
+    Counter(
+        "websocket_closes_total",
+        "Agent WebSocket sessions closed by the server, by close code.",
+        ["code"],
+    )
+)
 WORKER_CONNECTIONS = Gauge(
     "skygate_worker_connections",
     "Client connections this worker holds open (one series per worker pid; "

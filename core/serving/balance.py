@@ -95,6 +95,49 @@ def board_for(workers: int) -> ConnectionBoard | None:
     return ConnectionBoard() if workers > 1 else None
 
 
+class LostCallbacks:
+    """For a protocol whose connection may pass to another protocol (an HTTP/1.1
+    upgrade to WebSocket): callbacks run once when the connection is lost, handed
+    over with it, since asyncio then tells only the protocol that holds the
+    transport at the end. The protocol calls `run_lost_callbacks` from its
+    `connection_lost` and `hand_over` once the successor holds the transport."""
+
+    _lost_callbacks: list[Callable[[], None]] | None = None  # made on first use
+
+    def add_lost_callback(self, callback: Callable[[], None]) -> None:
+        if self._lost_callbacks is None:
+            self._lost_callbacks = []
+        self._lost_callbacks.append(callback)
+
+    def hand_over(self, successor: asyncio.BaseProtocol) -> None:
+        callbacks, self._lost_callbacks = self._lost_callbacks, None
+        for callback in callbacks or ():
+            call_when_lost(successor, callback)
+
+    def run_lost_callbacks(self) -> None:
+        callbacks, self._lost_callbacks = self._lost_callbacks, None
+        for callback in callbacks or ():
+            callback()
+
+
+def call_when_lost(protocol: asyncio.BaseProtocol, callback: Callable[[], None]) -> None:
+    """Run `callback` once `protocol`'s connection is lost — or, for a `LostCallbacks`
+    protocol that hands its connection over, when the successor's is. Any other
+    protocol has its `connection_lost` wrapped."""
+    if isinstance(protocol, LostCallbacks):
+        protocol.add_lost_callback(callback)
+        return
+    lost = protocol.connection_lost
+
+    def connection_lost(exc: Exception | None) -> None:
+        try:
+            lost(exc)
+        finally:
+            callback()
+
+    protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
 class BalancedListener:
     """Accepts connections on a shared listening socket for one worker, deferring
     to less loaded workers. Stands in for the asyncio `Server` uvicorn keeps."""
@@ -171,22 +214,22 @@ class BalancedListener:
             self._changed(-1)  # the protocol counts it from here, if it was made
 
     def _counted(self) -> asyncio.Protocol:
-        """The uvicorn protocol, counted from connection_made to connection_lost
-        (asyncio calls the second only after the first)."""
+        """The uvicorn protocol, counted from connection_made until the connection is
+        lost (asyncio calls connection_lost only after connection_made) — also when it
+        was upgraded to a WebSocket, whose protocol then holds the count."""
         protocol = self._factory()
-        made, lost = protocol.connection_made, protocol.connection_lost
+        made = protocol.connection_made
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
             self._changed(+1)
+            call_when_lost(protocol, self._released)
             made(transport)
 
-        def connection_lost(exc: Exception | None) -> None:
-            self._changed(-1)
-            lost(exc)
-
         protocol.connection_made = connection_made  # type: ignore[method-assign]
-        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
         return protocol
+
+    def _released(self) -> None:
+        self._changed(-1)
 
     def _changed(self, delta: int) -> None:
         self._open += delta

@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from core.config import Settings
 from core.errors import BadRequestError, GatewayError, RequestTimeoutError, error_body
+from core.serving.balance import LostCallbacks
 
 log = structlog.get_logger("skygate.serving")
 
@@ -131,9 +132,10 @@ _IDLE, _HEAD, _BODY = 0, 1, 2
 _REQUEST_LINE_EXTRA = len(b"OPTIONS  HTTP/1.1\r\n\r\n")
 
 
-class SkygateHttpProtocol(HttpToolsProtocol):
+class SkygateHttpProtocol(LostCallbacks, HttpToolsProtocol):
     """uvicorn's httptools protocol with parser limits (`HttpLimits`), writing each
-    response head with its body.
+    response head with its body. On a WebSocket upgrade it hands what waits for the
+    connection's end (`LostCallbacks`: the balancer's count) to the WebSocket protocol.
 
     Head size. httptools buffers a header line until it ends, so bytes are counted
     as they are fed: a head still incomplete after more than `max_header_bytes` is
@@ -174,8 +176,17 @@ class SkygateHttpProtocol(HttpToolsProtocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timers()
-        super().connection_lost(exc)
+        try:
+            self._stop_timers()
+            super().connection_lost(exc)
+        finally:
+            self.run_lost_callbacks()
+
+    def handle_websocket_upgrade(self) -> None:
+        """uvicorn's upgrade, which ends with the WebSocket protocol holding the
+        transport: asyncio tells that one, not this one, when the connection ends."""
+        super().handle_websocket_upgrade()
+        self.hand_over(self.transport.get_protocol())
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()

@@ -7,7 +7,10 @@ requests finish (uvicorn's graceful shutdown, bounded by gunicorn's
 `graceful_timeout`). SIGINT and SIGQUIT still stop at once. Uvicorn's own
 access log is off: `core.http.access` writes the one access line.
 
-The HTTP protocol and its parser limits live in `core.serving.http_protocol`.
+The HTTP protocol and its parser limits live in `core.serving.http_protocol`, the
+WebSocket protocol and its limits in `core.serving.ws_protocol`. `Lifecycle.stopping`
+is set when the drain begins and when shutdown begins (also a recycle's), so a
+WebSocket can close itself before uvicorn's 1012.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from uvicorn_worker import UvicornWorker
 from core.config import Settings
 from core.serving.balance import BalancedListener, ConnectionBoard
 from core.serving.http_protocol import HttpLimits, SkygateHttpProtocol
+from core.serving.ws_protocol import WebSocketLimits
 
 ACCEPT_GRACE_SECONDS = 1.0
 
@@ -87,6 +91,7 @@ class DrainingServer(Server):
             lifecycle = getattr(getattr(self.config.app, "state", None), "lifecycle", None)
             if lifecycle is not None:
                 lifecycle.draining = True
+                lifecycle.begin_stopping()  # a signal handler: sets the event via the loop
             self._captured_signals.append(sig)
             return
         super().handle_exit(sig, frame)
@@ -104,6 +109,7 @@ class DrainingServer(Server):
         lifecycle = getattr(getattr(self.config.app, "state", None), "lifecycle", None)
         if lifecycle is not None:
             lifecycle.closing = True
+            lifecycle.begin_stopping()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
@@ -131,6 +137,7 @@ class SkygateWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ship
         # X-Forwarded-For is applied by core.http.forwarding (by hop count); uvicorn's
         # middleware would take the client-written leftmost entry under `*`.
         "proxy_headers": False,
+        **WebSocketLimits().server_options(),  # the settings' values are set in _serve
     }
 
     async def _serve(self) -> None:
@@ -142,6 +149,8 @@ class SkygateWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ship
             state.process = Process(kind="gunicorn", workers=self.cfg.workers)
         settings = Settings()
         self.config.http = SkygateHttpProtocol.with_limits(HttpLimits.from_settings(settings))
+        for name, value in WebSocketLimits.from_settings(settings).server_options().items():
+            setattr(self.config, name, value)  # read by Config.load(), later in serve()
         drain = settings.shutdown_drain_seconds
         balance = getattr(self, "balance", None)  # set by the master's pre_fork hook
         server = DrainingServer(config=self.config, drain_seconds=drain, balance=balance)

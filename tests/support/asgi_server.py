@@ -7,6 +7,10 @@ wire. The server shares the test's loop, so the test sees the app's metrics and
 log lines directly, and can await the app's own completion (`SessionWatch`)
 instead of sleeping.
 
+It runs the production protocols (`SkygateHttpProtocol`, `SkygateWebSocketProtocol`
+with `WebSocketLimits`), so what a test sees on the wire and in the log is what
+gunicorn's workers do; server pings are off unless a test asks for them.
+
 The listening socket is bound before the server starts, so a client may connect
 at once: the kernel queues the connection until uvicorn accepts it.
 """
@@ -22,9 +26,13 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.serving.http_protocol import SkygateHttpProtocol
+from core.serving.ws_protocol import WebSocketLimits
 from tests.support.servers import HOST
 
 WAIT_SECONDS = 10.0
+# No keepalive pings between the test's own frames.
+TEST_LIMITS = WebSocketLimits(ping_interval=0)
 
 
 class SessionWatch:
@@ -66,7 +74,7 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[Served]:
+async def serve(app: ASGIApp, *, limits: WebSocketLimits = TEST_LIMITS) -> AsyncIterator[Served]:
     """Serve `app` (lifespan included) on a free loopback port until the block ends."""
     watch = SessionWatch(app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -79,8 +87,8 @@ async def serve(app: ASGIApp) -> AsyncIterator[Served]:
         log_config=None,
         access_log=False,
         lifespan="on",
-        ws="websockets-sansio",
-        ws_ping_interval=None,  # no keepalive traffic between the test's own frames
+        http=SkygateHttpProtocol,
+        **limits.server_options(),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
