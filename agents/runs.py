@@ -376,8 +376,8 @@ class RunService:
             )
         return await self.runs.thread_messages(thread_id)
 
-    async def active_runs(self) -> int:
-        return await self.runs.count_active()
+    async def active_runs(self, tenant: str | None = None) -> int:
+        return await self.runs.count_active(tenant)
 
     async def close(self) -> None:
         """Stop: interactive runs are cancelled (their clients are going too); background

@@ -165,8 +165,10 @@ class Settings(BaseSettings):
     ws_heartbeat_seconds: float = Field(default=25.0, gt=0, le=300)
     # Open agent sockets per tenant (across workers and instances while Redis is up).
     ws_max_connections_per_tenant: int = Field(default=100, ge=1, le=100_000)
-    # Runs one socket may have going at once.
+    # Runs one socket may have going at once, and a tenant's runs going at once when a
+    # socket starts one (any transport's runs count).
     ws_max_runs_per_connection: int = Field(default=8, ge=1, le=1000)
+    ws_max_runs_per_tenant: int = Field(default=50, ge=1, le=100_000)
     # A run started over a socket is cancelled after this long with no subscriber.
     ws_run_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
     # A send blocked this long means the client stopped reading: close 1013, it resumes.

@@ -222,6 +222,16 @@ class Session:
                 retryable=True,
             )
             return
+        tenant_runs = await self.agents.runs.active_runs(self.principal.tenant)
+        if tenant_runs >= self.settings.ws_max_runs_per_tenant:
+            self.error(
+                ref,
+                "run_quota",
+                "This tenant has as many runs going as it may.",
+                status=4429,
+                retryable=True,
+            )
+            return
         fields = {
             k: data[k] for k in ("input", "thread_id", "limits", "idempotency_key") if k in data
         }

@@ -144,8 +144,10 @@ class RunRepository:
             result = await session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def count_active(self) -> int:
+    async def count_active(self, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(AgentRun).where(AgentRun.status.in_(ACTIVE_RUN))
+        if tenant is not None:
+            query = query.where(AgentRun.tenant == tenant)
         async with self.sessions() as session:
             return int((await session.execute(query)).scalar_one())
 

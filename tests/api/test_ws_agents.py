@@ -199,3 +199,68 @@ async def test_a_client_resumes_a_run_from_its_cursor(gateway: Gateway) -> None:
         )
         resumed = [f for f in await until(ws, "run.completed") if "seq" in f]
     assert [e["seq"] for e in resumed] == [e["seq"] for e in events if e["seq"] > cursor]
+
+
+async def test_a_browser_origin_outside_the_cors_rules_is_refused_before_the_upgrade(
+    gateway: Gateway,
+) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            gateway.ws,
+            origin="https://evil.example",  # type: ignore[arg-type]
+            additional_headers=bearer(gateway.key),
+            proxy=None,
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body)["error"]["code"] == "cors_rejected"
+
+
+async def test_the_tenant_run_quota_refuses_a_run_without_closing(sqlite_url: str) -> None:
+    settings = make_settings(database_url=sqlite_url, admin_api_key=ADMIN, ws_max_runs_per_tenant=1)
+    async with (
+        serve(create_app(settings)) as served,
+        httpx.AsyncClient(base_url=served.http_url) as client,
+    ):
+        key = (await create_key(client, tenant="team-q"))["key"]
+        async with connect(
+            served.ws_url + "/ws/agents", additional_headers=bearer(key), proxy=None
+        ) as ws:
+            await receive(ws)
+            # a client tool keeps the first run going (requires_action) while the second asks
+            made = await client.post(
+                "/api/v1/agents",
+                headers=bearer(ADMIN),
+                json={
+                    "id": "waiter",
+                    "name": "Waiter",
+                    "model": "demo",
+                    "tenant": "team-q",
+                    "tools": [
+                        {
+                            "type": "client",
+                            "name": "calculator",
+                            "description": "computed by the client",
+                            "parameters": {"type": "object", "properties": {}},
+                        }
+                    ],
+                },
+            )
+            assert made.status_code == 201, made.text
+            for ref in ("one", "two"):
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "run.create",
+                            "id": ref,
+                            "agent_id": "waiter",
+                            "input": "what is 1+1?",
+                        }
+                    )
+                )
+                if ref == "one":
+                    await until(ws, "tool_call.requires_action")
+            refused = (await until(ws, "error"))[-1]
+            assert (refused["id"], refused["status"], refused["code"]) == ("two", 4429, "run_quota")
+            await ws.send(json.dumps({"type": "ping", "id": "still-open"}))
+            assert (await until(ws, "pong"))[-1]["id"] == "still-open"
