@@ -22,31 +22,19 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agents.events import EVENT_TYPES
 from core.observability import metrics
 
-KNOWN_TYPES = frozenset(
-    {
-        "session.created",
-        "ack",
-        "error",
-        "pong",
-        "heartbeat",
-        "server.draining",
-        "run.snapshot",
-        "run.created",
-        "run.status",
-        "message.delta",
-        "message.completed",
-        "tool_call.created",
-        "tool_call.completed",
-        "tool_call.requires_action",
-        "usage.updated",
-        "run.completed",
-        "run.incomplete",
-        "run.failed",
-        "run.cancelled",
-    }
-)
+# The protocol's own frames and the run events (agents.events): metric labels stay bounded.
+KNOWN_TYPES = EVENT_TYPES | {
+    "session.created",
+    "ack",
+    "error",
+    "pong",
+    "heartbeat",
+    "server.draining",
+    "run.snapshot",
+}
 YIELD_EVERY = 32  # uvicorn's send does not yield while the socket is writable
 
 
