@@ -39,17 +39,8 @@ from agents.events import EventLog
 from agents.state import Control, RunState, Stop, WaitForOutputs
 from agents.tool_calls import ToolStage
 from agents.tools.base import Tool, ToolContext, openai_tool
-from agents.turns import (
-    Paced,
-    RequestRate,
-    Turn,
-    answer_open_calls,
-    last_text,
-    rate_wait,
-    read_answer,
-    text_of,
-    with_run,
-)
+from agents.turns import Turn, answer_open_calls, last_text, read_answer, text_of, with_run
+from core.auth.request_rate import Paced, RequestRate, admission_wait
 from core.config import Settings
 from core.errors import GatewayError
 from core.gateway.cache import CacheDirectives
@@ -221,7 +212,7 @@ class RunEngine:
             except Paced as paced:
                 await asyncio.sleep(paced.seconds)
             except GatewayError as error:
-                wait = rate_wait(error)
+                wait = admission_wait(error)
                 if wait is not None:
                     await asyncio.sleep(wait)
                     continue

@@ -4,11 +4,9 @@ request-rate check each of its calls passes.
 `read_answer` turns what the chat pipeline returned (a whole answer, or a stream) into
 the assistant message that goes back into the conversation, emitting its text deltas
 as they arrive; the message helpers build the tool messages and tool-call views that
-events and the conversation share. `RequestRate` is the chat route's request-rate
-check for one call of a run: a refusal raises `Paced` with its wait, and `rate_wait`
-reads the same wait off a pipeline refusal, so the engine waits instead of failing.
-Pure functions over messages, but for `read_answer` (reads the stream) and
-`RequestRate` (asks the limiter).
+events and the conversation share. Each call of a run passes the chat
+route's request-rate check (`core.auth.request_rate`, shared with `chat.batch`).
+Pure functions over messages, but for `read_answer` (reads the stream).
 """
 
 from __future__ import annotations
@@ -20,13 +18,9 @@ import orjson
 
 from agents.events import EventLog
 from agents.state import RunState, Stop
-from core.auth.authenticator import Principal
-from core.config import Settings
-from core.errors import GatewayError, RateLimitError
 from core.gateway.completions import Answer, StreamAnswer
 from core.gateway.streams import StreamAssembler
 from core.limits.admission import RunTurn
-from core.limits.rate_limit import RateLimiter
 
 
 @dataclass(slots=True)
@@ -35,41 +29,6 @@ class Turn:
 
     message: dict[str, Any]
     tool_calls: list[dict[str, Any]]
-
-
-# -- the request rate of a call ------------------------------------------------------
-class Paced(Exception):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
-
-
-class RequestRate:
-    """The chat route's request-rate check for one model call of a run."""
-
-    def __init__(self, limiter: RateLimiter, principal: Principal, settings: Settings) -> None:
-        self.limiter = limiter
-        self.principal = principal
-        self.settings = settings
-        self.done = False
-
-    async def __call__(self) -> None:
-        if self.done:
-            return
-        per_minute, per_hour = self.principal.request_limits(self.settings)
-        decision = await self.limiter.admit(
-            self.principal.limit_key, per_minute=per_minute, per_hour=per_hour
-        )
-        if not decision.allowed:
-            raise Paced(max(decision.wait or decision.retry_after, 0.05))
-        self.done = True
-
-
-def rate_wait(error: GatewayError) -> float | None:
-    if not isinstance(error, RateLimitError) or error.code != "rate_limit_exceeded":
-        return None
-    retry_after = error.headers.get("Retry-After", "1")
-    return float(retry_after) if retry_after.isdigit() else 1.0
 
 
 def with_run(caller: Any, run: RunTurn) -> Any:

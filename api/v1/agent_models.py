@@ -8,22 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.definitions import AgentSpec, RunLimits
+from agents.definitions import AgentSpec, RunLimits, StopReason
 from api.openapi import _Gateway
 
 RunStatus = Literal[
     "queued", "in_progress", "requires_action", "completed", "incomplete", "failed", "cancelled"
-]
-StopReason = Literal[
-    "final",
-    "max_turns",
-    "max_tool_calls",
-    "repeated_tool_call",
-    "token_budget",
-    "cost_budget",
-    "timeout",
-    "cancelled",
-    "error",
 ]
 
 

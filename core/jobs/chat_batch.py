@@ -50,8 +50,9 @@ from core.auth.authenticator import (
     key_principal,
     key_refusal,
 )
+from core.auth.request_rate import Paced, RequestRate, admission_wait
 from core.config import Settings
-from core.errors import BadRequestError, GatewayError, InvalidJSONError, RateLimitError
+from core.errors import BadRequestError, GatewayError, InvalidJSONError
 from core.gateway.cache import CacheDirectives
 from core.gateway.completions import CompletionService, StreamAnswer, Upstream
 from core.jobs.types import JobContext, JobFailed, JobType, RetryableJobError
@@ -78,39 +79,6 @@ class ChatBatch(BaseModel):
 
     requests: list[Any] = Field(min_length=1, max_length=MAX_REQUESTS)
     concurrency: int = Field(default=4, ge=1, le=MAX_CONCURRENCY)
-
-
-class _Paced(Exception):
-    """The request rate is spent for now: wait `seconds`, then ask again."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
-
-
-class _RequestRate:
-    """The chat route's request-rate check (`api.deps.RequestAdmission`) for one
-    request of the batch: counted once it passes; a refusal counts nothing, and
-    is a wait rather than an answer."""
-
-    __slots__ = ("limiter", "principal", "settings", "done")
-
-    def __init__(self, limiter: RateLimiter, principal: Principal, settings: Settings) -> None:
-        self.limiter = limiter
-        self.principal = principal
-        self.settings = settings
-        self.done = False
-
-    async def __call__(self) -> None:
-        if self.done:
-            return
-        per_minute, per_hour = self.principal.request_limits(self.settings)
-        decision = await self.limiter.admit(
-            self.principal.limit_key, per_minute=per_minute, per_hour=per_hour
-        )
-        if not decision.allowed:
-            raise _Paced(decision.wait or decision.retry_after)
-        self.done = True
 
 
 class KeyCredentials:
@@ -236,15 +204,6 @@ def _refused_body(body: Any) -> GatewayError | None:
     return None
 
 
-def _admission_wait(error: GatewayError) -> float | None:
-    """Seconds to wait when admission refused for the rate (never a budget refusal,
-    nor the provider's own 429, which are answers)."""
-    if not isinstance(error, RateLimitError) or error.code != "rate_limit_exceeded":
-        return None
-    retry_after = error.headers.get("Retry-After", "1")
-    return float(retry_after) if retry_after.isdigit() else 1.0
-
-
 async def _wait(ctx: JobContext, seconds: float) -> None:
     deadline = time.monotonic() + max(seconds, PACE_MIN_SECONDS)
     while (left := deadline - time.monotonic()) > 0:
@@ -263,12 +222,12 @@ class _Batch:
 
     async def answer(self, index: int, body: Any) -> dict[str, Any]:
         refused = _refused_body(body)
-        admit: _RequestRate | None = None  # one per request: it is counted once
+        admit: RequestRate | None = None  # one per request: it is counted once
         while True:
             principal = await self.credentials.principal()  # each try: waiting is no escape
             caller = principal.caller(f"{self.ctx.job_id}:{index}")
             if admit is None:
-                admit = _RequestRate(self.limiter, principal, self.settings)
+                admit = RequestRate(self.limiter, principal, self.settings)
             admit.principal = principal  # the key's limits as they are now
             try:
                 if refused is not None:
@@ -280,16 +239,16 @@ class _Batch:
                     await outcome.events.aclose()
                     raise BadRequestError("Streaming is not supported inside a batch.")
                 return _success(index, outcome.body)
-            except _Paced as paced:
+            except Paced as paced:
                 await _wait(self.ctx, paced.seconds)
             except GatewayError as error:
-                wait = _admission_wait(error)
+                wait = admission_wait(error)
                 if wait is not None:
                     await _wait(self.ctx, wait)
                     continue
                 try:
                     await admit()  # refused before its check: counted, as the route counts it
-                except _Paced as paced:
+                except Paced as paced:
                     await _wait(self.ctx, paced.seconds)
                     continue
                 return _error(index, error)
