@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := redis-server postgresql wrk
+APT_TEST_PACKAGES := redis-server postgresql wrk prometheus chromium
 
 .DEFAULT_GOAL := help
 .PHONY: help run serve migrate test test-fast lint typecheck format lock test-deps clean
@@ -41,11 +41,13 @@ serve: migrate  ## serve as in production: gunicorn on $$HOST:$$PORT (0.0.0.0 ne
 	$(BIN)/gunicorn -c gunicorn.conf.py main_enterprise:app
 
 # -- testing ------------------------------------------------------------------
-test-deps:  ## install redis-server, PostgreSQL and wrk from Debian packages when missing
+test-deps:  ## install redis-server, PostgreSQL, wrk, Prometheus (promtool) and Chromium from Debian packages when missing
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

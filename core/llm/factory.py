@@ -20,7 +20,8 @@ from core.llm.costs import CostTable
 from core.llm.defaults import ProviderCredentials, config_from_providers, demo_config
 from core.llm.demo import DemoProvider
 from core.llm.direct import DirectProvider
-from core.llm.litellm_provider import LiteLLMProvider, litellm_module
+from core.llm.litellm_import import litellm_module
+from core.llm.litellm_provider import LiteLLMProvider
 from core.llm.providers import PROVIDERS
 from core.llm.router import Router
 from core.llm.types import Deployment, Provider

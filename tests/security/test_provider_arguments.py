@@ -26,7 +26,8 @@ import pytest
 
 from bench.fake_upstream import FakeUpstream
 from core.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
-from core.llm.litellm_provider import LITELLM_CHAT_PARAMETERS, litellm_module
+from core.llm.litellm_import import litellm_module
+from core.llm.litellm_provider import LITELLM_CHAT_PARAMETERS
 from core.llm.parameters import (
     CHAT_PARAMETERS,
     EMBEDDING_PARAMETERS,
