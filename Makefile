@@ -24,10 +24,12 @@ $(BIN)/python:
 
 $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(PIP) install -q --require-hashes -r requirements.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .  # the `skygate` command
 	@touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(PIP) install -q --require-hashes -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .  # the `skygate` command
 	@touch $(VENV)/.runtime $@
 
 # -- running ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from agents.jobs import RuntimeSlot
 from agents.runtime import open_agents, with_agent_runs
 from api import metrics as metrics_api
-from api import probes, root
+from api import probes, root, status
 from api.openapi import install_openapi
 from api.v1 import ROUTERS as V1_ROUTERS
 from api.ws import router as ws_router
@@ -36,23 +36,31 @@ from core.http.context import (
 from core.http.cors import CORSMiddleware
 from core.http.forwarding import ForwardedPolicy
 from core.http.last_resort import LastResortMiddleware
+from core.http.tracing import TracingMiddleware
 from core.infra.health import Lifecycle
 from core.jobs.registry import job_catalog
 from core.jobs.types import JobTypes
 from core.observability import metrics
 from core.observability.logging import configure_logging
 from core.observability.sentry import init_sentry
+from core.observability.tracing import Tracing
 
 log = structlog.get_logger("skygate")
 
 
-def edge_middleware(settings: Settings, lifecycle: Lifecycle) -> list[Middleware]:
+def edge_middleware(
+    settings: Settings, lifecycle: Lifecycle, tracing: Tracing | None = None
+) -> list[Middleware]:
     """The middleware stack, OUTERMOST FIRST (each wraps the ones below it); why this
     order is in `core.http.middleware`."""
     forwarded = ForwardedPolicy(settings.forwarded_allow_ips, hops=settings.forwarded_trusted_hops)
+    traced = (
+        [Middleware(TracingMiddleware, tracing=tracing)] if tracing and tracing.configured else []
+    )
     return [
         *([Middleware(ForwardedMiddleware, policy=forwarded)] if forwarded.active else []),
         Middleware(RequestIdMiddleware),
+        *traced,
         Middleware(LogContextMiddleware),
         Middleware(DrainMiddleware, lifecycle=lifecycle),
         Middleware(AccessMiddleware, enable_metrics=settings.enable_metrics),
@@ -83,6 +91,7 @@ def create_app(
     )
     init_sentry(settings)
     lifecycle = Lifecycle()
+    tracing = Tracing(settings)  # its provider is built in the lifespan (each worker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +100,7 @@ def create_app(
         base = job_types if job_types is not None else job_catalog(settings)[0]
         types = with_agent_runs(base, slot)
         async with (
-            open_services(settings, lifecycle, running, types) as services,
+            open_services(settings, lifecycle, running, types, tracing) as services,
             open_agents(
                 settings=settings,
                 sessions=services.sessions,
@@ -132,7 +141,7 @@ def create_app(
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
         openapi_url=None if settings.is_production else "/openapi.json",
-        middleware=edge_middleware(settings, lifecycle),
+        middleware=edge_middleware(settings, lifecycle, tracing),
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
@@ -145,6 +154,7 @@ def create_app(
     app.include_router(ws_router)
     app.include_router(root.router)
     app.include_router(probes.router)
+    app.include_router(status.router)
     if settings.enable_metrics:
         app.include_router(metrics_api.router)
     return app

@@ -7,8 +7,9 @@ key, or an admin JWT) unless METRICS_PUBLIC=true says they are public; in
 development they are open until METRICS_TOKEN is set. Wrong credentials count
 towards the client address's failed-authentication throttle.
 
-Plain `def` handlers: reading the multiprocess files is blocking I/O, so
-FastAPI runs them in the thread pool instead of on the event loop.
+Reading the multiprocess files is blocking I/O, so it runs in the thread pool
+(`/metrics/cache` is a plain `def` for that); `/metrics` first runs the (cached)
+database health check, so `database_available` is as fresh as the scrape.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api import openapi
@@ -23,7 +25,8 @@ from api.deps import client_ip, operator_access, presented_credential
 from core.config import Settings
 from core.container import ServicesDep
 from core.errors import AuthenticationError
-from core.observability.metrics import SECURITY_EVENTS, counter_totals, render_latest
+from core.observability.exposition import counter_totals, render_latest
+from core.observability.metrics import SECURITY_EVENTS
 
 router = APIRouter(tags=["metrics"])
 
@@ -56,8 +59,9 @@ async def require_metrics_token(request: Request) -> None:
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_token)])
-def prometheus_metrics() -> Response:
-    body, content_type = render_latest()
+async def prometheus_metrics(services: ServicesDep) -> Response:
+    await services.health.check_database()
+    body, content_type = await run_in_threadpool(render_latest)
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
 

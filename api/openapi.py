@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import admit, authenticate, require_admin
 from core.gateway.schemas import ChatCompletionRequest, EmbeddingRequest
@@ -255,6 +255,18 @@ class AgentCounts(_Gateway):
     runs_active: int
 
 
+class Traffic(_Gateway):
+    """The instance's API traffic over the last `window_seconds` (all its workers)."""
+
+    scope: Literal["instance"]
+    window_seconds: float
+    requests_per_second: float | None
+    client_errors_per_second: float | None
+    server_errors_per_second: float | None
+    error_ratio: float | None = Field(description="5xx answers / API requests.")
+    cache_hit_ratio: float | None
+
+
 class Health(_Gateway):
     status: Literal["healthy", "degraded", "unhealthy"]
     version: str
@@ -262,6 +274,9 @@ class Health(_Gateway):
     uptime_seconds: float
     agents: AgentCounts
     services: dict[str, dict[str, Any]]
+    traffic: Traffic | None = Field(
+        default=None, description="Operators only; null when metrics are off."
+    )
 
 
 class CacheStats(_Gateway):

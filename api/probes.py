@@ -3,9 +3,10 @@
 Never refused, never rate limited, cheap by construction: readiness and health
 results are cached for a second by `core.infra.health.HealthMonitor`. `/health`
 gives everyone each service's state and latency; the details (backends, model
-groups, deployments cooling down) only to a caller presenting the metrics
-token, the admin key or an admin JWT — anyone else, a wrong credential
-included, gets the short form, never a 401 (probes carry no credentials).
+groups, deployments cooling down, recent traffic) only to a caller presenting
+the metrics token, the admin key or an admin JWT — anyone else, a wrong
+credential included, gets the short form, never a 401 (probes carry no
+credentials).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from api import openapi
 from api.deps import client_ip, operator_access, presented_credential
-from core.container import ServicesDep
+from core.container import Services, ServicesDep
 from core.errors import RateLimitError
 from core.infra.health import public_services
 
@@ -61,9 +62,15 @@ async def _detailed(request: Request, services: ServicesDep) -> bool:
     "/health", responses={**openapi.ok(openapi.Health), **openapi.unavailable(openapi.Health)}
 )
 async def health(request: Request, services: ServicesDep) -> JSONResponse:
+    body = await health_body(request, services, detailed=await _detailed(request, services))
+    status = 503 if body["status"] == "unhealthy" else 200
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
+
+
+async def health_body(request: Request, services: Services, *, detailed: bool) -> dict[str, Any]:
+    """`/health`'s answer; also what `/status` renders (always the short form)."""
     report: dict[str, Any] = await services.health.health()
     settings = services.settings
-    detailed = await _detailed(request, services)
     body = {
         "status": report["status"],
         "version": settings.version,
@@ -72,5 +79,6 @@ async def health(request: Request, services: ServicesDep) -> JSONResponse:
         "agents": request.app.state.agents.monitor.counts,
         "services": report["services"] if detailed else public_services(report["services"]),
     }
-    status = 503 if report["status"] == "unhealthy" else 200
-    return JSONResponse(body, status_code=status, headers=NO_STORE)
+    if detailed:
+        body["traffic"] = services.health.recent_traffic()
+    return body

@@ -25,6 +25,7 @@ async def root(services: ServicesDep) -> dict[str, object]:
             "live": "/live",
             "ready": "/ready",
             "health": "/health",
+            "status": "/status",
             "metrics": "/metrics" if settings.enable_metrics else None,
         },
     }

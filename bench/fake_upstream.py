@@ -17,15 +17,19 @@ As its own process (benchmark)::
     python -m bench.fake_upstream --port 9001 [--latency-ms 50]
 
 Endpoints (each also without the ``/v1`` prefix): ``POST /v1/chat/completions``,
-``POST /v1/embeddings``, ``POST /v1/messages`` (Anthropic), ``GET /v1/models``, ``GET /health``,
-and the control API: ``POST /_control/behaviour`` (``{"model", "mode", ...params}``),
+``POST /v1/embeddings``, ``POST /v1/messages`` (Anthropic), ``GET /v1/models``, ``GET /health``;
+Gemini's ``POST /v1beta/models/{model}:generateContent`` (and ``streamGenerateContent``,
+``batchEmbedContents``: `bench.fake_gemini`); Cohere's ``POST /v2/chat`` and ``POST /v2/embed``
+(`bench.fake_cohere`); and the control API:
+``POST /_control/behaviour`` (``{"model", "mode", ...params}``),
 ``POST /_control/reset``, ``GET /_control/stats``, ``GET /_control/last_request?model=M``.
 
 Modes (per model; model ``"*"`` is the fallback for models without their own entry):
 ``ok``; ``slow`` (``delay_ms``, ``chunk_delay_ms``); ``status`` (``status``, ``retry_after``,
 optional ``message``/``error_type``/``code``); ``fail_times`` (``count``, ``status``, same
 extras); ``hang``; ``cut`` (``after_chunks``); ``garbage``; ``content_filter``; ``script``
-(``turns``, below). ``delay_ms`` and ``chunk_delay_ms`` are accepted by every mode. A chat request
+(``turns``, below); ``sloppy`` (chat: OpenAI's format bent as some compatible servers bend it,
+`bench.fake_quirks`). ``delay_ms`` and ``chunk_delay_ms`` are accepted by every mode. A chat request
 with ``"logprobs": true`` gets OpenAI's ``logprobs`` object (one entry per streamed piece of text).
 
 ``script`` answers a multi-turn, tool-calling conversation from a list of turns, for agent tests::
@@ -55,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import re
@@ -70,13 +75,27 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from bench import fake_anthropic, fake_cohere, fake_gemini
+from bench.fake_quirks import sloppy
 from bench.fake_script import ScriptTurn, parse_turns
 from bench.fake_script import answer as script_answer
+from bench.fake_tools import decide
 
 __all__ = ["MODES", "FakeUpstream", "run_in_thread"]
 
 MODES = frozenset(
-    {"ok", "slow", "status", "fail_times", "hang", "cut", "garbage", "content_filter", "script"}
+    {
+        "ok",
+        "slow",
+        "status",
+        "fail_times",
+        "hang",
+        "cut",
+        "garbage",
+        "content_filter",
+        "script",
+        "sloppy",
+    }
 )
 _COMMON_PARAMS = frozenset({"delay_ms", "chunk_delay_ms"})
 _ERROR_PARAMS = frozenset({"status", "retry_after", "message", "error_type", "code"})
@@ -90,6 +109,7 @@ _MODE_PARAMS: dict[str, frozenset[str]] = {
     "garbage": _COMMON_PARAMS,
     "content_filter": _COMMON_PARAMS,
     "script": _COMMON_PARAMS | {"turns"},
+    "sloppy": _COMMON_PARAMS,
 }
 
 _MAX_CACHED = 4096  # distinct request bodies whose answers are kept
@@ -108,7 +128,6 @@ _GARBAGE_ANTHROPIC_SSE = b"event: message_start\ndata: {not json\n\n"
 _PIECE = re.compile(r"\S+\s*|\s+")
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
 _TOOL_CALL_ID = "call_fake_1"
-_TOOL_USE_ID = "toolu_fake_1"
 _TOOL_ARGUMENTS = '{"city": "Paris"}'
 
 _OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
@@ -462,23 +481,31 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 def _messages_plan(data: dict[str, Any]) -> _MessagesPlan:
+    """Tool use follows `bench.fake_tools` (read by `bench.fake_anthropic`): one
+    ``tool_use`` block per call (ids ``toolu_fake_1``, ``toolu_fake_2``, ...), streamed as
+    a ``content_block_start`` with empty ``input`` then ``input_json_delta`` pieces."""
     model: str = data["model"]
-    reply, input_tokens, wants_tool = _conversation(data)
+    _, input_tokens, _ = _conversation(data)  # validates the messages, counts the prompt
+    messages = data["messages"]
+    last_user = next(
+        (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    try:
+        answer = decide(fake_anthropic.turn(data, last_user))
+    except fake_anthropic.Invalid as exc:
+        raise _BadRequest(str(exc)) from None
     stream = bool(data.get("stream"))
-    tool_name = _first_tool_name(data.get("tools"), anthropic=True) if wants_tool else ""
-    output_tokens = _words(_TOOL_ARGUMENTS if wants_tool else reply)
-    stop_reason = "tool_use" if wants_tool else "end_turn"
+    uses = [(f"toolu_fake_{i + 1}", name) for i, name in enumerate(answer.calls)]
+    output_tokens = _words(_TOOL_ARGUMENTS) * len(uses) if uses else _words(answer.text)
+    stop_reason = "tool_use" if uses else "end_turn"
     plan = _MessagesPlan(model=model, stream=stream)
+    arguments = orjson.loads(_TOOL_ARGUMENTS)
 
     if not stream:
-        block: dict[str, Any] = {"type": "text", "text": reply}
-        if wants_tool:
-            block = {
-                "type": "tool_use",
-                "id": _TOOL_USE_ID,
-                "name": tool_name,
-                "input": orjson.loads(_TOOL_ARGUMENTS),
-            }
+        blocks: list[dict[str, Any]] = [
+            {"type": "tool_use", "id": use_id, "name": name, "input": arguments}
+            for use_id, name in uses
+        ] or [{"type": "text", "text": answer.text}]
 
         def body(reason: str) -> bytes:
             return _tail(
@@ -486,7 +513,7 @@ def _messages_plan(data: dict[str, Any]) -> _MessagesPlan:
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [block],
+                    "content": blocks,
                     "stop_reason": reason,
                     "stop_sequence": None,
                     "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
@@ -511,35 +538,48 @@ def _messages_plan(data: dict[str, Any]) -> _MessagesPlan:
         )
         + b"}\n\n"
     )
-    if wants_tool:
-        start_block: dict[str, Any] = {
-            "type": "tool_use",
-            "id": _TOOL_USE_ID,
-            "name": tool_name,
-            "input": {},
-        }
-        deltas = [
+
+    def block_events(
+        index: int, start: dict[str, Any], deltas: list[dict[str, Any]]
+    ) -> list[bytes]:
+        return [
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start},
+            ),
+            *(
+                _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": d},
+                )
+                for d in deltas
+            ),
+            _event("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+
+    if uses:
+        json_deltas = [
             {"type": "input_json_delta", "partial_json": piece}
             for piece in _PIECE.findall(_TOOL_ARGUMENTS)
         ]
+        events = [
+            event
+            for index, (use_id, name) in enumerate(uses)
+            for event in block_events(
+                index, {"type": "tool_use", "id": use_id, "name": name, "input": {}}, json_deltas
+            )
+        ]
     else:
-        start_block = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece} for piece in _PIECE.findall(reply)]
-    plan.opening = (
-        _event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": start_block},
-        ),
-        _event("ping", {"type": "ping"}),
-    )
-    plan.deltas = tuple(
-        _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
-        for d in deltas
-    )
+        text_deltas = [{"type": "text_delta", "text": p} for p in _PIECE.findall(answer.text)]
+        events = block_events(0, {"type": "text", "text": ""}, text_deltas)
+    # The first block's start, then a ping, as Anthropic sends them; the rest are content
+    # (so `cut` mode can stop mid-block) and the closing carries the last block's stop.
+    plan.opening = (events[0], _event("ping", {"type": "ping"}))
+    plan.deltas = tuple(events[1:-1])
 
     def closing(reason: str) -> tuple[bytes, ...]:
         return (
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            events[-1],
             _event(
                 "message_delta",
                 {
@@ -698,6 +738,8 @@ class FakeUpstream:
             "/chat/completions": self._chat,
             "/messages": self._messages,
             "/embeddings": self._embeddings,
+            fake_cohere.CHAT_PATH: functools.partial(fake_cohere.serve_chat, self),
+            fake_cohere.EMBED_PATH: functools.partial(fake_cohere.serve_embed, self),
         }
 
     # ---- lifecycle
@@ -819,6 +861,8 @@ class FakeUpstream:
             path = path[:-1]
         method = request.method
         handler = self._api.get(path)
+        if handler is None and fake_gemini.route(path) is not None:
+            handler = functools.partial(fake_gemini.serve, self)
         if handler is not None:
             if method != "POST":
                 return _error(path == "/messages", 405, f"use POST for {path}")
@@ -924,6 +968,8 @@ class FakeUpstream:
                 return web.Response(body=_GARBAGE_JSON, content_type=_JSON)
             if b.mode == "script":
                 plan = _script_plan(orjson.loads(raw), b.turns)
+            elif b.mode == "sloppy":  # OpenAI's format bent as real servers do (`fake_quirks`)
+                plan = sloppy(plan)
         filtered = b is not None and b.mode == "content_filter"
         seq = self._next_id()
         created = int(time.time())
@@ -1037,8 +1083,9 @@ class FakeUpstream:
         content: tuple[bytes, ...] | list[bytes],
         closing: tuple[bytes, ...] | list[bytes],
         b: _Behaviour | None,
+        headers: dict[str, str] = _SSE_HEADERS,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers=_SSE_HEADERS)
+        response = web.StreamResponse(headers=headers)
         chunk_delay = b.chunk_delay if b is not None else 0.0
         cut_after = b.after_chunks if b is not None and b.mode == "cut" else None
         cut = cut_after is not None

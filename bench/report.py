@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import memory_report
+
 BEGIN = "<!-- bench:generated:begin -->"
 END = "<!-- bench:generated:end -->"
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_ORDER = {"direct": 0, "skygate": 1, "litellm": 2, "skygate-warning": 3}
+TARGET_ORDER = {"direct": 0, "skygate": 1, "litellm": 2, "skygate-warning": 3, "skygate-traced": 4}
 MODE_LABEL = {"unique": "unique (miss)", "identical": "identical (hit)", "stream": "stream"}
 
 Cell = dict[str, Any]
@@ -124,9 +126,11 @@ def checks(data: Data) -> list[Check]:
     starts = [s for s in data["startups"] if s["target"] == "skygate"]
     result.append(
         _threshold(
-            "idle memory, master + 2 workers (RSS sum, worst start)",
+            # PSS: the workers share the pages the master loaded before forking (RSS
+            # counts each of those once per process).
+            "idle memory, master + 2 workers (PSS sum, worst start)",
             "<= 250 MiB",
-            max((s["idle_rss_mib"] for s in starts), default=None),
+            max((s["idle_pss_mib"] for s in starts), default=None),
             lambda v: v <= 250,
             "{:.0f} MiB",
         )
@@ -151,6 +155,7 @@ def checks(data: Data) -> list[Check]:
             ("pass" if errors == 0 else "FAIL") if sky else "n/a",
         )
     )
+    result += [_threshold(*spec) for spec in memory_report.checks(data.get("memory"))]
     return result
 
 
@@ -296,9 +301,12 @@ def upstream_table(data: Data) -> str:
     return _table(header, rows, "rrlrrrrrrr")
 
 
-def variant_table(data: Data) -> str:
+def variant_table(
+    data: Data, target: str = "skygate-warning", base_label: str = "INFO", label: str = "WARNING"
+) -> str:
+    """A variant's cells (`target`) beside the headline Skygate cells they vary."""
     rows = []
-    for v in _sorted(data.get("variants", [])):
+    for v in _sorted(c for c in data.get("variants", []) if c["target"] == target):
         base = find(data, "skygate", v["latency_ms"], v["concurrency"], v["mode"])
         rows.append(
             [
@@ -314,8 +322,9 @@ def variant_table(data: Data) -> str:
             ]
         )
     header = [
-        "upstream", "clients", "bodies", "req/s INFO", "req/s WARNING", "CPU ms/req INFO",
-        "CPU ms/req WARNING", "p50 ms INFO", "p50 ms WARNING",
+        "upstream", "clients", "bodies", f"req/s {base_label}", f"req/s {label}",
+        f"CPU ms/req {base_label}", f"CPU ms/req {label}", f"p50 ms {base_label}",
+        f"p50 ms {label}",
     ]  # fmt: skip
     return _table(header, rows, "rrlrrrrrr")
 
@@ -419,7 +428,7 @@ def benchmark_markdown(data: Data) -> str:
         "",
         upstream_table(data),
     ]
-    if variants:
+    if any(v["target"] == "skygate-warning" for v in variants):
         parts += [
             "",
             "## Skygate at LOG_LEVEL=WARNING",
@@ -429,6 +438,20 @@ def benchmark_markdown(data: Data) -> str:
             "",
             variant_table(data),
         ]
+    if any(v["target"] == "skygate-traced" for v in variants):
+        parts += [
+            "",
+            "## Skygate with tracing on",
+            "",
+            "The headline numbers run with tracing off (no `OTEL_EXPORTER_OTLP_ENDPOINT`: "
+            "nothing is installed). Here every request is traced: a server span and a GenAI "
+            "span per upstream attempt, batched and exported over OTLP/HTTP to a local sink "
+            f"(`bench/otlp_sink.py`; it received {data['settings'].get('otlp_sink', {})}).",
+            "",
+            variant_table(data, "skygate-traced", "off", "traced"),
+        ]
+    if data.get("memory"):
+        parts += ["", memory_report.section(data["memory"])]
     parts += ["", "## Warnings and errors in the gateways' logs", "", problems_section(data), ""]
     return "\n".join(parts)
 
@@ -450,6 +473,7 @@ def performance_section(data: Data) -> str:
             "",
             startup_table(data),
             "",
+            *([memory_report.section(data["memory"], "###"), ""] if data.get("memory") else []),
             "### Every cell",
             "",
             cells_table(data, data["cells"]),
@@ -733,6 +757,8 @@ def console_summary(data: Data) -> str:
         lines.append(
             f"  [{check.status:^4}] {check.name:<{width}}  {check.measured}  (goal {check.goal})"
         )
+    if data.get("memory"):
+        lines += ["", memory_report.console_summary(data["memory"])]
     lines.append("")
     lines.append(f"  {'cell':<26} {'target':<28} {'req/s':>9} {'p50':>8} {'p99':>8} "
                  f"{'+p50':>7} {'CPU/req':>8} {'err':>5}")  # fmt: skip

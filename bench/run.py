@@ -27,6 +27,10 @@ Settings (environment):
 - BENCH_MODES: default "unique,identical,stream";
 - BENCH_WRK_THREADS: wrk threads, at most one per connection (default 1);
 - BENCH_LOG_VARIANT: 1 (default) also measures Skygate at LOG_LEVEL=WARNING, 0 does not;
+- BENCH_TRACE_VARIANT: 1 (default) also measures Skygate with tracing on, exporting
+  OTLP/HTTP to a local sink (`bench.otlp_sink`), in the same cells; 0 does not;
+- BENCH_MEMORY_CASES: the memory cases of `bench.memory` (default
+  "openai,openai+anthropic,all"; empty: none), BENCH_MEMORY_ROUNDS their traffic;
 - BENCH_GATEWAY_ENV: "K=V,K=V" extra Skygate settings, for experiments;
 - BENCH_LITELLM_VENV: the proxy's virtualenv (default /tmp/skygate-bench/litellm-venv);
 - BENCH_LITELLM_CACHE: the proxy's response cache, "redis" (default, the same Redis
@@ -100,6 +104,7 @@ class Settings:
     modes: list[str]
     wrk_threads: int
     log_variant: bool
+    trace_variant: bool
     gateway_env: dict[str, str]
     litellm_venv: Path
     litellm_cache: str
@@ -131,6 +136,7 @@ class Settings:
             modes=modes,
             wrk_threads=int(os.environ.get("BENCH_WRK_THREADS", "1")),
             log_variant=os.environ.get("BENCH_LOG_VARIANT", "1") == "1",
+            trace_variant=os.environ.get("BENCH_TRACE_VARIANT", "1") == "1",
             gateway_env=extra,
             litellm_venv=Path(
                 os.environ.get("BENCH_LITELLM_VENV", "/tmp/skygate-bench/litellm-venv")
@@ -785,8 +791,8 @@ def add_deltas(cells: list[Cell]) -> None:
 # --------------------------------------------------------------------------- logs
 
 
-_SKYGATE_QUIET = re.compile(r'"level": "(info|debug)"')
-_STATUS = re.compile(r'"status": (\d{3})')
+_SKYGATE_QUIET = re.compile(r'"level": ?"(info|debug)"')
+_STATUS = re.compile(r'"status": ?(\d{3})')
 
 
 def skygate_log_problems(text: str, limit: int = 15) -> dict[str, Any]:
@@ -901,6 +907,7 @@ class Run:
     variants: list[Cell] = field(default_factory=list)
     startups: list[dict[str, Any]] = field(default_factory=list)
     log_problems: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # bench.memory, all providers
     elapsed_s: float = 0.0
     finished: str = ""
     complete: bool = False
@@ -1060,6 +1067,23 @@ def bench(settings: Settings) -> Run:
             )
             _finish_target(variant, run)
             active = []
+        if settings.trace_variant:
+            from bench.otlp_sink import measure_traced
+
+            measure_traced(
+                run, settings=settings, latency=settings.latencies[0],
+                concurrency=16 if 16 in settings.concurrencies else settings.concurrencies[-1],
+                upstream=upstreams[settings.latencies[0]], pg=pg, redis=redis, creds=creds,
+                workdir=workdir, infra=infra, budget=budget,
+            )  # fmt: skip
+        from bench.memory import MemorySettings, measure_cases
+
+        memory = MemorySettings.from_env(settings.gateway_env)
+        if memory.cases:
+            run.memory = measure_cases(
+                upstream_port=int(upstreams[settings.latencies[0]].env["PORT"]), pg=pg,
+                redis=redis, creds=creds, workdir=workdir, settings=memory,
+            )  # fmt: skip
         run.complete = True
     finally:
         for target in active:

@@ -176,6 +176,16 @@ class Settings(BaseSettings):
 
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    # -- OpenTelemetry traces (core/observability/tracing.py) -----------------------
+    # On when either endpoint is set (OTLP/HTTP, protobuf): the base URL (spans go to
+    # `<base>/v1/traces`) or the traces URL itself. The SDK's other OTEL_* variables
+    # (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_BSP_*,
+    # OTEL_EXPORTER_OTLP_HEADERS/TIMEOUT/COMPRESSION) are read by the SDK itself.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    # Tenants whose prompts and answers go into their spans (`gen_ai.input.messages`,
+    # `gen_ai.output.messages`); `*`: every tenant. Empty (the default): nobody's.
+    otel_capture_content_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     # -- normalisation -------------------------------------------------------
@@ -197,6 +207,8 @@ class Settings(BaseSettings):
         "rate_limit_tokens_per_minute",
         "job_types_module",
         "worker_metrics_port",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
         mode="before",
     )
     @classmethod
@@ -229,10 +241,22 @@ class Settings(BaseSettings):
         ForwardedPolicy(value, hops=1)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("cors_origins", "agent_tools_allowed_networks", mode="before")
+    @field_validator(
+        "cors_origins",
+        "agent_tools_allowed_networks",
+        "otel_capture_content_tenants",
+        mode="before",
+    )
     @classmethod
     def _cors_list(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value.strip()):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value.strip() if value is not None else None
 
     @field_validator("agent_tools_allowed_networks")
     @classmethod

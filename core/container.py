@@ -7,7 +7,8 @@ order of opening when the process stops.
 - `open_infrastructure`: the database engine and sessions, Redis.
 - `open_gateway`: the router, cache, usage recorder, rate limiter, spend and the
   completion service: what any process that calls a model needs (the web
-  workers, and the background worker when jobs land).
+  workers, and the background worker when jobs land); and the process's
+  tracing when an OTLP endpoint is set (built here, after gunicorn's fork).
 - `open_jobs`: the job service (submit, read, cancel) over the queue, and the
   runner; it also serves the queue in this process when jobs run in-process
   (the embedded SQLite default). `python -m worker` builds infrastructure,
@@ -46,7 +47,7 @@ from core.config import Settings
 from core.gateway.cache import ResponseCache
 from core.gateway.completions import CompletionService
 from core.gateway.usage import UsageRecorder
-from core.infra.health import HealthMonitor, Lifecycle
+from core.infra.health import HealthMonitor, Lifecycle, RecentTraffic
 from core.infra.redis import ResilientRedis
 from core.jobs.heartbeat import WorkerMonitor, in_process_report
 from core.jobs.queue import Delivery, InProcessQueue, JobQueue, PostgresQueue
@@ -60,6 +61,7 @@ from core.limits.budget import SpendTracker
 from core.limits.rate_limit import FailureThrottle, RateLimiter
 from core.llm.factory import build_router
 from core.llm.router import Router
+from core.observability.tracing import Tracing
 from database.engine import EngineOptions, asyncpg_dsn, create_engine, session_factory
 from database.repositories.jobs import JobRepository
 from database.repositories.keys import KeyRepository
@@ -171,10 +173,15 @@ async def open_infrastructure(settings: Settings) -> AsyncIterator[Infrastructur
 
 
 @asynccontextmanager
-async def open_gateway(infra: Infrastructure, process: Process) -> AsyncIterator[Gateway]:
+async def open_gateway(
+    infra: Infrastructure, process: Process, tracing: Tracing | None = None
+) -> AsyncIterator[Gateway]:
+    """`tracing`: the web app's (its middleware shares it); else this process's own."""
     settings = infra.settings
     async with AsyncExitStack() as stack:
-        router, demo = build_router(settings)
+        # First in, last out: the spans of everything closing below are flushed.
+        tracing = await stack.enter_async_context((tracing or Tracing(settings)).running())
+        router, demo = build_router(settings, tracer=tracing.tracer)
         stack.push_async_callback(router.close)
         cache = ResponseCache(
             infra.redis, enabled=settings.enable_cache, ttl=settings.llm_cache_ttl
@@ -284,7 +291,11 @@ async def open_web_edge(
     )
     keys = KeyService(KeyRepository(infra.sessions), auth=auth, spend=gateway.spend)
     health = HealthMonitor(
-        engine=infra.engine, redis=infra.redis, lifecycle=lifecycle, heads=head_revisions()
+        engine=infra.engine,
+        redis=infra.redis,
+        lifecycle=lifecycle,
+        heads=head_revisions(),
+        traffic=RecentTraffic() if settings.enable_metrics else None,
     )
     health.add_reporter("cache", lambda: _cache_report(gateway.cache))
     health.add_reporter("rate_limiter", lambda: _limiter_report(gateway.limiter))
@@ -315,11 +326,15 @@ async def open_web_edge(
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, lifecycle: Lifecycle, process: Process, job_types: JobTypes | None = None
+    settings: Settings,
+    lifecycle: Lifecycle,
+    process: Process,
+    job_types: JobTypes | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Services]:
     async with (
         open_infrastructure(settings) as infra,
-        open_gateway(infra, process) as gateway,
+        open_gateway(infra, process, tracing) as gateway,
         open_jobs(infra, gateway, process, job_types) as jobs,
         open_web_edge(infra, gateway, lifecycle) as edge,
     ):
@@ -372,6 +387,7 @@ def _cache_report(cache: ResponseCache) -> dict[str, Any]:
 def _providers_report(router: Router, demo: bool) -> dict[str, Any]:
     deployments = router.all_deployments()
     cooling = router.cooling_down()
+    cooling_ids = set(cooling)
     status = "ok"
     if deployments and len(cooling) == len(deployments):
         status = "unavailable"
@@ -384,6 +400,17 @@ def _providers_report(router: Router, demo: bool) -> dict[str, Any]:
         "models": router.public_names(),
         "deployments": len(deployments),
         "cooling_down": cooling,
+        # Each deployment's state in the worker that answered (breakers are per worker).
+        "deployment_states": [
+            {
+                "id": d.id,
+                "group": d.group,
+                "provider": d.kind,
+                "model": d.model,
+                "cooling_down": d.id in cooling_ids,
+            }
+            for d in deployments
+        ],
     }
 
 

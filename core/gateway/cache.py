@@ -31,7 +31,9 @@ from core.observability import metrics
 
 # 2: entries written under 1 may be answers assembled from streams without their
 # logprobs (and other fields the assembler dropped); they are never read again.
-KEY_VERSION = 2
+# 3: entries written under 2 may hold answers outside OpenAI's schema (litellm's
+# `tool_calls: null`, no `refusal`); since then providers store only conformant ones.
+KEY_VERSION = 3
 KEY_PREFIX = f"skygate:cache:v{KEY_VERSION}:"
 NON_OUTPUT_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store", "model"})
 MAX_ENTRY_BYTES = 1024 * 1024

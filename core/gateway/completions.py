@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import structlog
 
-from core.errors import NotFoundError
+from core.errors import NotFoundError, note_answered
 from core.gateway.cache import CacheDirectives, ResponseCache, cache_key
 from core.gateway.ledger import Accounts, Ledger, MeteredStream, prompt_tokens
 from core.gateway.schemas import validate_chat, validate_embeddings
@@ -48,7 +48,7 @@ from core.limits.admission import Admission, Caller, TokenGrant
 from core.llm.failures import to_gateway_error
 from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
 from core.llm.types import Chunk, Deployment, ProviderError
-from core.observability import metrics
+from core.observability import metrics, tracing
 
 log = structlog.get_logger("skygate.completions")
 Admit = Callable[[], Awaitable[None]]
@@ -124,6 +124,7 @@ class CompletionService:
         """`admit`: the caller's request-rate check, if it has not run yet."""
         request = validate_chat(body)
         req = _Request(caller, self._resolve(request.model), "chat", body, directives)
+        tracing.annotate_request(tenant=caller.tenant, group=req.group)
         await self.admission.authorize(req.caller, req.group)
         options = body.get("stream_options")  # the validated body, whatever model holds it
         include_usage = bool(
@@ -168,6 +169,7 @@ class CompletionService:
     ) -> Answer | Upstream:
         request = validate_embeddings(body)
         req = _Request(caller, self._resolve(request.model), "embeddings", body, directives)
+        tracing.annotate_request(tenant=caller.tenant, group=req.group)
         await self.admission.authorize(req.caller, req.group)
         key = self._key(req)
         estimate = prompt_tokens(request.input)
@@ -251,9 +253,11 @@ class CompletionService:
     async def _lookup(self, req: _Request, key: str | None) -> bytes | None:
         if key is None or not req.directives.lookup:
             req.cache_status = "bypass"
+            tracing.annotate_cache("bypass")
             return None
         cached = await self.cache.get(key)
         req.cache_status = "hit" if cached is not None else "miss"
+        tracing.annotate_cache(req.cache_status)
         return cached
 
     async def _call(self, req: _Request, ledger: Ledger, call: Any) -> Any:
@@ -330,6 +334,7 @@ class CompletionService:
                 handle = opening.result()
             except (ProviderError, NoDeploymentAvailable) as error:
                 ledger.failed(error)
+                note_answered(ledger.fault)  # the client's answer, though its status was 200
                 gateway_error = to_gateway_error(error)
                 yield sse_error(
                     gateway_error.message,
@@ -353,6 +358,7 @@ class CompletionService:
                     break
                 if isinstance(item, ProviderError):
                     ledger.cut()
+                    note_answered(ledger.fault)
                     metrics.LLM_UPSTREAM_ERRORS.labels(deployment.kind, req.group, item.kind).inc()
                     log.warning("stream_cut", deployment=deployment.id, kind=item.kind)
                     yield sse_error(
@@ -367,9 +373,7 @@ class CompletionService:
                     continue
                 if first:
                     first = False
-                    metrics.LLM_TTFT.labels(deployment.kind, req.group).observe(
-                        time.perf_counter() - req.started
-                    )
+                    ledger.first_sent()
                 yield sse(payload)
             ledger.finished()
             yield DONE

@@ -41,17 +41,19 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from core.errors import CALLER_DISCONNECTED, GATEWAY_INTERNAL, STREAM_INTERRUPTED
 from core.gateway.usage import UsageEvent, UsageRecorder
 from core.limits.admission import Admission, Caller, TokenGrant
-from core.llm.failures import failure_outcome
+from core.llm.failures import failure_outcome, to_gateway_error
 from core.llm.router import NoDeploymentAvailable, Router
 from core.llm.types import Deployment, ProviderError, Usage
 from core.observability import metrics
 
 log = structlog.get_logger("skygate.ledger")
 CHARS_PER_TOKEN = 4
-# Failures after which the provider did no billable work.
-REFUSED_KINDS = frozenset({"status", "connect"})
+# Failures after which the provider did no billable work, or (`local`) that were
+# Skygate's own: a tenant is never billed an estimate for the gateway's bug.
+REFUSED_KINDS = frozenset({"status", "connect", "local"})
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 Background = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -101,18 +103,23 @@ class Metered(Protocol):
 
 class Ledger:
     """The entry for one upstream call. The pipeline reports what happened
-    (`answered`, `failed`, `chunk`, `finished`, `cut`); `close()` settles."""
+    (`answered`, `failed`, `chunk`, `first_sent`, `finished`, `cut`); `close()`
+    settles. `fault` is the `error_type` its metrics carry: that of the error the
+    client was answered with (`core.errors`), "" for a success."""
 
     __slots__ = (
         "_accounts",
         "_chars",
         "_chunks",
         "_closed",
+        "_finished_at",
+        "_first_at",
         "_refused",
         "_stream",
         "_usage",
         "attempts",
         "deployment",
+        "fault",
         "outcome",
         "prompt_estimate",
         "req",
@@ -128,6 +135,9 @@ class Ledger:
         self.attempts: list[Deployment] = []  # filled by the router, one per attempt
         self.deployment: Deployment | None = None
         self.outcome: str | None = None
+        self.fault = ""
+        self._first_at: float | None = None  # perf_counter() of the first chunk sent
+        self._finished_at: float | None = None
         self._usage: dict[str, Any] | None = None
         self._chars = 0
         self._chunks = 0
@@ -150,6 +160,7 @@ class Ledger:
         if error is not None and self.outcome is None:
             cancelled = isinstance(error, asyncio.CancelledError | GeneratorExit)
             self.outcome = "cancelled" if cancelled else "error"
+            self.fault = CALLER_DISCONNECTED if cancelled else GATEWAY_INTERNAL
         self.close()
 
     # -- what happened -------------------------------------------------------------
@@ -164,6 +175,7 @@ class Ledger:
 
     def failed(self, error: ProviderError | NoDeploymentAvailable) -> None:
         self.outcome = failure_outcome(error)
+        self.fault = to_gateway_error(error).fault  # what the client is answered
         self._refused = isinstance(error, NoDeploymentAvailable) or error.kind in REFUSED_KINDS
 
     def chunk(self, data: dict[str, Any]) -> None:
@@ -174,11 +186,29 @@ class Ledger:
         if "usage" in data:
             self._reported(data["usage"])
 
+    def first_sent(self) -> None:
+        """The stream's first chunk went to the client: its time to first token."""
+        self._first_at = now = time.perf_counter()
+        if self.deployment is not None:
+            metrics.LLM_TTFT.labels(self.deployment.kind, self.req.group).observe(
+                now - self.req.started
+            )
+
     def finished(self) -> None:
         self.outcome = "success"
+        self._finished_at = time.perf_counter()
 
     def cut(self) -> None:
         self.outcome = "stream_cut"
+        self.fault = STREAM_INTERRUPTED
+
+    def time_per_output_token(self, completion: int) -> float | None:
+        """Seconds per token after the first, for a stream that finished (None for
+        anything else, or fewer than two tokens): OpenTelemetry's
+        gen_ai.server.time_per_output_token, over every choice's tokens."""
+        if self._first_at is None or self._finished_at is None or completion < 2:
+            return None
+        return (self._finished_at - self._first_at) / (completion - 1)
 
     def _count(self, chars: int) -> None:
         if chars:
@@ -248,7 +278,7 @@ class Accounts:
         """A cache hit: one record (provider "cache", no cost); its admitted
         tokens were given back when the lookup hit."""
         tokens = Usage.from_openai(usage)
-        self._record(req, None, tokens.prompt_tokens, tokens.completion_tokens, 0.0, "success")
+        self._record(req, None, tokens.prompt_tokens, tokens.completion_tokens, 0.0, "success", "")
 
     def settle(self, ledger: Ledger) -> None:
         req = ledger.req
@@ -257,17 +287,25 @@ class Accounts:
         cost = 0.0
         if deployment is not None:
             cost = self.router.cost(deployment, prompt, completion)
-            metrics.LLM_TOKENS.labels(deployment.kind, req.group, "prompt").inc(prompt)
-            metrics.LLM_TOKENS.labels(deployment.kind, req.group, "completion").inc(completion)
-            metrics.LLM_COST.labels(deployment.kind, req.group).inc(cost)
+            tenant = metrics.tenant_label(req.caller.tenant)
+            metrics.LLM_TOKENS.labels(deployment.kind, req.group, tenant, "prompt").inc(prompt)
+            metrics.LLM_TOKENS.labels(deployment.kind, req.group, tenant, "completion").inc(
+                completion
+            )
+            metrics.LLM_COST.labels(deployment.kind, req.group, tenant).inc(cost)
             if ledger.stream:
                 self.router.count_stream_tokens(deployment, prompt + completion)
+                per_token = ledger.time_per_output_token(completion)
+                if per_token is not None:
+                    metrics.LLM_TPOT.labels(deployment.kind, req.group).observe(per_token)
         if cost or req.grant is not None:
             self.background(
                 self.admission.settle(req.caller, req.grant, tokens=prompt + completion, cost=cost)
             )
-        outcome = ledger.outcome or "cancelled"
-        self._record(req, deployment, prompt, completion, cost, outcome, estimated=estimated)
+        outcome, fault = ledger.outcome, ledger.fault
+        if outcome is None:  # closed before anything was reported: abandoned
+            outcome, fault = "cancelled", CALLER_DISCONNECTED
+        self._record(req, deployment, prompt, completion, cost, outcome, fault, estimated=estimated)
 
     def _record(
         self,
@@ -277,6 +315,7 @@ class Accounts:
         completion: int,
         cost: float,
         outcome: str,
+        fault: str,
         *,
         estimated: bool = False,
     ) -> None:
@@ -284,7 +323,7 @@ class Accounts:
         provider = (
             deployment.kind if deployment else ("cache" if req.cache_status == "hit" else "none")
         )
-        metrics.LLM_REQUESTS.labels(provider, req.group, outcome).inc()
+        metrics.LLM_REQUESTS.labels(provider, req.group, outcome, fault).inc()
         metrics.LLM_DURATION.labels(provider, req.group).observe(elapsed)
         metrics.GATEWAY_OVERHEAD.labels(req.endpoint).observe(
             max(elapsed - req.upstream_seconds, 0.0)

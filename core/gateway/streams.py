@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from core.llm.router import StreamHandle
+from core.llm.router import StreamHandle, local_failure
 from core.llm.types import Chunk, ProviderError
 
 DONE = b"data: [DONE]\n\n"
@@ -224,7 +224,16 @@ class StreamAssembler:
     def complete(self) -> bool:
         """Finished, with usage, and nothing seen that `completion()` would lose: the
         only streams worth caching (a hit may answer a non-streaming request)."""
-        return self.exact and self.usage is not None and self.finished
+        return (
+            self.exact
+            and self.usage is not None
+            and self.finished
+            and all(  # a call without its id would be stored outside OpenAI's schema
+                isinstance(call["id"], str)
+                for choice in self.choices.values()
+                for call in choice.tool_calls.values()
+            )
+        )
 
     def completion(self) -> dict[str, Any]:
         choices = []
@@ -354,7 +363,9 @@ def replay(completion: dict[str, Any], *, include_usage: bool) -> Iterator[bytes
 
 
 def client_payload(chunk: Chunk, include_usage: bool) -> bytes | None:
-    """The bytes to forward, or None to drop (a usage chunk the client did not ask for)."""
+    """The bytes to forward, or None to drop (a usage chunk the client did not ask for).
+    Providers send usage only in a last chunk of its own (`core.llm.wire.StreamShape`);
+    a chunk with choices and usage is still trimmed, never dropped, whoever sent it."""
     data = chunk.data
     if include_usage or not data.get("usage"):
         return chunk.payload
@@ -371,7 +382,10 @@ async def pump(handle: StreamHandle, queue: asyncio.Queue[Chunk | ProviderError 
         async for chunk in handle.rest:
             await queue.put(chunk)
     except ProviderError as error:
-        await queue.put(error)
+        await queue.put(local_failure(handle.deployment, error) if error.kind == "local" else error)
+        return
+    except Exception as exc:  # a bug on Skygate's side: end the stream with an error event
+        await queue.put(local_failure(handle.deployment, exc))
         return
     finally:
         with contextlib.suppress(Exception):

@@ -1,6 +1,12 @@
 """What an operator sees of each exchange: Prometheus metrics by route template and
 the one access line, for HTTP requests and WebSocket sessions.
 
+An HTTP request is counted with the fault of the error it was answered with
+(`error_type`, `core.errors`): the one the error renderer or a stream's error
+event noted (`note_answered`), else what a bare error status stands for
+(`fault_for_status`), else none. A stream that began 200 and then ended with an
+error event counts as that error, since that is what its client got.
+
 A WebSocket session is logged and counted once, when it ends, with its close code
 and duration. Its outcome (a bounded label) is:
 
@@ -18,7 +24,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.http.middleware import request_id_of, route_template
+from core.errors import answering, done_answering, fault_for_status
+from core.http.middleware import request_id_of, route_template, trace_fields
 from core.observability import metrics
 from core.observability.logging import access_line
 
@@ -67,14 +74,17 @@ class AccessMiddleware:
 
         if self.enable_metrics:
             metrics.HTTP_IN_PROGRESS.labels(method).inc()
+        answered, token = answering()
         try:
             await self.app(scope, receive, send_observed)
         finally:
+            done_answering(token)
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             if self.enable_metrics:
+                fault = answered.fault or fault_for_status(status)
                 metrics.HTTP_IN_PROGRESS.labels(method).dec()
-                metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                metrics.HTTP_REQUESTS.labels(method, route, str(status), fault).inc()
                 metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
                 if route.startswith("/api/v1/"):
                     metrics.API_DURATION.labels(method, route).observe(elapsed)
@@ -82,6 +92,7 @@ class AccessMiddleware:
                 logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO,
                 {
                     "request_id": request_id_of(scope),
+                    **trace_fields(scope),
                     "method": method,
                     "route": route,
                     "path": scope.get("path"),

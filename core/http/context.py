@@ -95,7 +95,8 @@ class RequestIdMiddleware:
 
 
 class LogContextMiddleware:
-    """Bind the request id for every log line written while the request (or the
+    """Bind the request id, and the trace id when the request is traced
+    (`core.http.tracing`), for every log line written while the request (or the
     WebSocket session) runs."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -106,8 +107,13 @@ class LogContextMiddleware:
         if request_id is None:
             await self.app(scope, receive, send)
             return
+        trace_id = scope["state"].get("trace_id")
         # Reset (not cleared) at the end: clearing walks every context variable of the task.
-        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = (
+            structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
+            if trace_id
+            else structlog.contextvars.bind_contextvars(request_id=request_id)
+        )
         try:
             await self.app(scope, receive, send)
         finally:

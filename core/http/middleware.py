@@ -7,7 +7,10 @@ a class, each serving both scope types where the concern applies:
    trusted proxy's `X-Forwarded-*` (only installed when a policy is active).
 2. `RequestIdMiddleware` (context.py) — `x-request-id`: the client's when sane,
    else a fresh one; echoed on the HTTP response and on the WebSocket accept.
-3. `LogContextMiddleware` (context.py) — `request_id` bound for every log line.
+   `TracingMiddleware` (tracing.py) — the request's server span, only when tracing
+   is configured (`core.observability.tracing`); its trace id beside the request id.
+3. `LogContextMiddleware` (context.py) — `request_id` (and `trace_id`) bound for
+   every log line.
 4. `DrainMiddleware` (context.py) — `Connection: close` while the worker stops.
 5. `AccessMiddleware` (access.py) — metrics by route template and the one access
    line (per request; per WebSocket session, at its close).
@@ -41,6 +44,12 @@ def request_id_of(scope: Scope) -> str | None:
     """The id `RequestIdMiddleware` gave this request (None outside the stack)."""
     rid = scope.get("state", {}).get("request_id")
     return rid if isinstance(rid, str) else None
+
+
+def trace_fields(scope: Scope) -> dict[str, str]:
+    """`{"trace_id": ...}` for a traced request's access line (`core.http.tracing`), else {}."""
+    trace_id = scope.get("state", {}).get("trace_id")
+    return {"trace_id": trace_id} if isinstance(trace_id, str) else {}
 
 
 def route_template(scope: Scope) -> str:

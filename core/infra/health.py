@@ -4,15 +4,16 @@
 head, the process is not draining. Redis never makes it fail — Skygate serves
 without Redis. `/health` reports each dependency's state and latency for
 humans and dashboards; the details beyond those two (backends, model groups,
-deployments cooling down) are for operators only (`public_services`). Both
-results are cached briefly and computed by one caller at a time, so a probe
-storm costs one database round trip per interval.
+deployments cooling down, recent traffic) are for operators only
+(`public_services`). Both results are cached briefly and computed by one caller
+at a time, so a probe storm costs one database round trip per interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.infra.redis import ResilientRedis
+from core.observability import exposition, metrics
 from database.schema import current_revisions
 
 DB_TIMEOUT_SECONDS = 2.0
@@ -34,6 +36,102 @@ def public_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
         name: {field: report.get(field) for field in PUBLIC_FIELDS}
         for name, report in services.items()
     }
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficTotals:
+    """The instance's counters at one moment: API requests by class, cache lookups."""
+
+    at: float  # time.monotonic()
+    requests: float
+    client_errors: float
+    server_errors: float
+    cache_hits: float
+    cache_misses: float
+
+
+API_ROUTES = "/api/"  # traffic is the API's: probes, /metrics and /status polling are not
+
+
+def traffic_totals(at: float) -> TrafficTotals:
+    """Read from the counters the access middleware and the response cache keep."""
+    requests = client_errors = server_errors = hits = misses = 0.0
+    for sample in exposition.counter_samples(
+        "http_requests", "redis_cache_hits", "redis_cache_misses"
+    ):
+        if sample.name == "redis_cache_hits_total":
+            hits += sample.value
+        elif sample.name == "redis_cache_misses_total":
+            misses += sample.value
+        elif sample.labels.get("route", "").startswith(API_ROUTES):
+            requests += sample.value
+            status = sample.labels.get("status", "")
+            if status.startswith("5"):
+                server_errors += sample.value
+            elif status.startswith("4"):
+                client_errors += sample.value
+    return TrafficTotals(at, requests, client_errors, server_errors, hits, misses)
+
+
+class RecentTraffic:
+    """API request and error rates and the cache hit ratio over about the last
+    `window` seconds, for `/health`'s detailed view.
+
+    Deltas between readings of the Prometheus counters that already exist, taken
+    when asked (at most one per `every` seconds, the last `window` seconds kept):
+    nothing added to the request path, no background task. Under gunicorn the
+    counters are summed over every worker of the instance (the multiprocess
+    directory), so whichever worker answers, the rate is the instance's, not that
+    worker's own; other instances are not in it (Prometheus is the fleet's view).
+    After a pause between reads the window is shorter; `window_seconds` says what
+    it is.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 60.0,
+        every: float = 2.0,
+        read: Callable[[float], TrafficTotals] = traffic_totals,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.every = every
+        self.read = read
+        self.clock = clock
+        self.samples: deque[TrafficTotals] = deque([read(clock())])  # from start-up on
+
+    def report(self) -> dict[str, Any]:
+        now = self.clock()
+        if now - self.samples[-1].at >= self.every:
+            self.samples.append(self.read(now))
+        latest = self.samples[-1]
+        while len(self.samples) > 2 and self.samples[1].at <= latest.at - self.window:
+            self.samples.popleft()
+        # The oldest reading within the window; after a pause, the one before it.
+        first = next((s for s in self.samples if s.at >= latest.at - self.window), latest)
+        if first is latest and len(self.samples) > 1:
+            first = self.samples[-2]
+        span = latest.at - first.at
+        requests = max(latest.requests - first.requests, 0.0)
+        server = max(latest.server_errors - first.server_errors, 0.0)
+        hits = max(latest.cache_hits - first.cache_hits, 0.0)
+        lookups = hits + max(latest.cache_misses - first.cache_misses, 0.0)
+
+        def per_second(count: float) -> float | None:
+            return round(count / span, 3) if span > 0 else None
+
+        return {
+            "scope": "instance",
+            "window_seconds": round(span, 1),
+            "requests_per_second": per_second(requests),
+            "client_errors_per_second": per_second(
+                max(latest.client_errors - first.client_errors, 0.0)
+            ),
+            "server_errors_per_second": per_second(server),
+            "error_ratio": round(server / requests, 4) if requests else None,
+            "cache_hit_ratio": round(hits / lookups, 4) if lookups else None,
+        }
 
 
 @dataclass(slots=True)
@@ -123,17 +221,23 @@ class HealthMonitor:
         lifecycle: Lifecycle,
         heads: frozenset[str],
         ttl: float = 1.0,
+        traffic: RecentTraffic | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis
         self.lifecycle = lifecycle
         self.heads = heads
+        self.traffic = traffic  # None when metrics are off (nothing counts requests)
         self.reporters: dict[str, Callable[[], dict[str, Any]]] = {}
         self._database = TTLCache(ttl, self._check_database)
         self._redis = TTLCache(ttl, self.redis.ping)
 
     def add_reporter(self, name: str, reporter: Callable[[], dict[str, Any]]) -> None:
         self.reporters[name] = reporter
+
+    def recent_traffic(self) -> dict[str, Any] | None:
+        """For operators only: rates say how busy and how broken the gateway is."""
+        return self.traffic.report() if self.traffic is not None else None
 
     async def _check_database(self) -> DatabaseStatus:
         started = time.perf_counter()
@@ -144,8 +248,17 @@ class HealthMonitor:
                 latency = round((time.perf_counter() - started) * 1000, 2)
                 current = await current_revisions(self.engine)
         except Exception as exc:  # any driver or network failure means "unreachable"
+            metrics.DATABASE_STATE.labels(self.engine.dialect.name).set(0)
             return DatabaseStatus(False, None, False, frozenset(), type(exc).__name__)
+        metrics.DATABASE_STATE.labels(self.engine.dialect.name).set(1)
         return DatabaseStatus(True, latency, current == self.heads, current)
+
+    async def check_database(self) -> DatabaseStatus:
+        """The database's state (cached like the probes'), which also sets the
+        `database_available` gauge: each `/metrics` scrape calls it, so the gauge is
+        as fresh as the scrape without a background task."""
+        status: DatabaseStatus = await self._database.get()
+        return status
 
     async def readiness(self) -> tuple[bool, list[str]]:
         reasons = []

@@ -86,6 +86,7 @@ class ResilientRedis:
             )
             self.client = Redis(connection_pool=self.pool)
             metrics.REDIS_STATE.set(1)
+            metrics.REDIS_CONFIGURED.set(1)
         # The commands waiting for this turn's pipeline (the first one's caller sends it).
         self._batch: list[tuple[Command, asyncio.Future[Any] | None]] | None = None
         self._sending: set[asyncio.Future[Any]] = set()  # batches in flight (kept referenced)

@@ -171,7 +171,11 @@ class WorkerMonitor:
         if queue is not None:
             metrics.JOBS_QUEUE_DEPTH.labels("queued").set(queue["pending"])
             metrics.JOBS_QUEUE_DEPTH.labels("in_progress").set(queue["processing"])
-        worker_ok = any(worker["fresh"] for worker in workers)
+            metrics.JOBS_OLDEST_QUEUED.set(queue["oldest_pending_seconds"] or 0.0)
+        fresh = sum(1 for worker in workers if worker["fresh"])
+        metrics.WORKERS_SEEN.labels("fresh").set(fresh)
+        metrics.WORKERS_SEEN.labels("stale").set(len(workers) - fresh)
+        worker_ok = fresh > 0
         self.report = {
             "status": "ok" if worker_ok else "degraded",
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from core.errors import PermissionDeniedError, RateLimitError
-from core.limits.budget import SpendTracker
+from core.limits.budget import BudgetGauge, SpendTracker
 from core.limits.rate_limit import RateLimiter, rate_limit_error
 from core.observability import metrics
 
@@ -70,6 +70,7 @@ class Admission:
         self.limiter = limiter
         self.spend = spend
         self.default_tokens_per_minute = default_tokens_per_minute
+        self.budget_gauge = BudgetGauge()
 
     async def authorize(self, caller: Caller, group: str) -> None:
         """403 for a model outside the key's list; 429 once its monthly budget is spent."""
@@ -85,8 +86,12 @@ class Admission:
         if budget is None or caller.api_key_id is None:
             return
         spent = await self.spend.spent(caller.api_key_id)
+        self.budget_gauge.observe(
+            tenant=caller.tenant, key_id=caller.api_key_id, spent=spent, budget=budget
+        )
         if spent >= budget:
             metrics.SECURITY_EVENTS.labels("over_budget").inc()
+            metrics.RATE_LIMITED.labels("monthly_budget").inc()
             log.info("over_budget", key_id=caller.api_key_id, spent=round(spent, 6), budget=budget)
             raise RateLimitError(
                 f"This API key has used its monthly budget of ${budget:.2f} (spent "

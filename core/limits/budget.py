@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from core.observability import metrics
 from database.repositories.usage import UsageRepository
 
 log = structlog.get_logger("skygate.budget")
@@ -109,3 +110,28 @@ class SpendTracker:
         """Let background reads finish (a cancelled read would strand a connection)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class BudgetGauge:
+    """`tenant_budget_used_ratio`: per tenant, the highest spend / budget among its
+    keys whose budget this worker checked this month (the gauge shows the max over
+    workers). Budgets belong to keys, and keys are not a metric label (one series
+    per key would grow with every key created); a tenant is, and an operator asks
+    "which tenant is about to be refused", then finds the key in /api/v1/usage.
+    A new month sets every tenant this worker knew back to 0 at its first check."""
+
+    def __init__(self) -> None:
+        self._month: datetime | None = None
+        self._ratios: dict[str, dict[str, float]] = {}  # tenant label -> key id -> ratio
+
+    def observe(self, *, tenant: str, key_id: str, spent: float, budget: float) -> None:
+        month = month_start()
+        if month != self._month:
+            for label in self._ratios:
+                metrics.TENANT_BUDGET_USED.labels(label).set(0.0)
+            self._ratios.clear()
+            self._month = month
+        label = metrics.tenant_label(tenant)
+        keys = self._ratios.setdefault(label, {})
+        keys[key_id] = spent / budget if budget > 0 else 1.0
+        metrics.TENANT_BUDGET_USED.labels(label).set(max(keys.values()))

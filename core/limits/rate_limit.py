@@ -128,9 +128,18 @@ class Decision:
         }
 
 
+# `Decision.exceeded` -> the `limit` label of `rate_limit_refusals_total`.
+_LIMIT_NAMES = {
+    "minute": "requests_per_minute",
+    "hour": "requests_per_hour",
+    "tokens": "tokens_per_minute",
+}
+
+
 def rate_limit_error(decision: Decision, *, limit_key: str) -> RateLimitError:
     """The 429 for a refused decision: counted, logged once (never the credential)."""
     metrics.SECURITY_EVENTS.labels("rate_limited").inc()
+    metrics.RATE_LIMITED.labels(_LIMIT_NAMES.get(decision.exceeded or "minute", "other")).inc()
     log.info("rate_limited", limit_key=limit_key, window=decision.exceeded, limit=decision.limit)
     tokens = decision.exceeded == "tokens"
     what, per = ("tokens", "minute") if tokens else ("requests", decision.exceeded or "minute")
@@ -364,6 +373,7 @@ class FailureThrottle:
 
     def _error(self, retry_after: int) -> RateLimitError:
         metrics.SECURITY_EVENTS.labels("auth_throttled").inc()
+        metrics.RATE_LIMITED.labels("auth_failures").inc()
         return RateLimitError(
             "Too many failed authentication attempts from this address. "
             f"Retry after {retry_after} s.",

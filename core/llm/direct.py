@@ -4,9 +4,10 @@ LM Studio) called directly over one shared aiohttp session per worker.
 A `litellm.acompletion()` call costs about 4 ms of CPU; forwarding the request
 ourselves costs a fraction of that. The upstream's answer bytes are passed
 through untouched (non-streaming) or event by event (streaming), so clients
-get exactly what an OpenAI-compatible server sends. Usage is always requested
-upstream (`stream_options.include_usage`) for accounting; the usage-only chunk
-is dropped later if the client did not ask for it.
+get exactly what an OpenAI-compatible server sends, unless it breaks OpenAI's
+schema: then `core.llm.wire` repairs the parsed answer and it is re-serialised.
+Usage is always requested upstream (`stream_options.include_usage`) for
+accounting; the usage-only chunk is dropped later if the client did not ask for it.
 
 The request body sent upstream holds only the names of `core.gateway.schemas`'
 allow-list for its endpoint (a copy, so even a caller that skipped validation
@@ -25,21 +26,30 @@ import orjson
 from core.llm.parameters import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 from core.llm.retry_after import parse_retry_after
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
+from core.llm.wire import StreamShape, conform_completion, conform_embeddings
+from core.observability.tracing import inject
 
 MAX_ERROR_BODY = 2000
+# The schema repair for each kind of answer, by the list it must hold (`core.llm.wire`).
+_CONFORM = {"choices": conform_completion, "data": conform_embeddings}
 
 
 def upstream_message(raw: bytes) -> str:
-    """The provider's error message, if its body carries one (never the whole body)."""
+    """The provider's error message, if its body carries one (never the whole body):
+    `error.message` (OpenAI, Anthropic, Gemini), `error` as a string (Ollama, TGI),
+    a top-level `message` (Cohere, older vLLM) or `detail` (FastAPI-based servers)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return ""
-    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error")
     if isinstance(error, dict):
-        return str(error.get("message", ""))[:MAX_ERROR_BODY]
-    if isinstance(error, str):
-        return error[:MAX_ERROR_BODY]
+        error = error.get("message")
+    for text in (error, data.get("message"), data.get("detail")):
+        if isinstance(text, str) and text:
+            return text[:MAX_ERROR_BODY]
     return ""
 
 
@@ -73,16 +83,26 @@ class DirectProvider:
         headers = {"Content-Type": "application/json"}
         if deployment.api_key:
             headers["Authorization"] = f"Bearer {deployment.api_key}"
+        inject(headers)  # the attempt span's `traceparent`, when traced
         return headers
 
     async def _post(
-        self, deployment: Deployment, path: str, body: dict[str, Any]
+        self,
+        deployment: Deployment,
+        path: str,
+        body: dict[str, Any],
+        *,
+        accept: str | None = None,
     ) -> aiohttp.ClientResponse:
+        """The upstream's response to a POST of `body`; an HTTP error status, with the
+        provider's message and retry hint, as a `ProviderError`. Shared with
+        `core.llm.cohere`, which speaks another protocol over the same machinery."""
         url = f"{deployment.api_base}{path}"
+        headers = self._headers(deployment)
+        if accept is not None:
+            headers["Accept"] = accept
         try:
-            response = await self.session.post(
-                url, data=orjson.dumps(body), headers=self._headers(deployment)
-            )
+            response = await self.session.post(url, data=orjson.dumps(body), headers=headers)
         except aiohttp.ClientConnectionError as exc:
             raise ProviderError("connect", f"cannot reach {deployment.id}: {exc}") from exc
         if response.status >= 400:
@@ -93,15 +113,17 @@ class DirectProvider:
             response.release()
             raise ProviderError(
                 "status",
-                upstream_message(raw) or f"{deployment.id} answered {response.status}",
+                upstream_message(raw) or f"The provider answered HTTP {response.status}.",
                 status=response.status,
                 retry_after=parse_retry_after(response.headers),
             )
         return response
 
-    async def _read_json(
-        self, deployment: Deployment, path: str, body: dict[str, Any], expect: str
-    ) -> Completion:
+    async def _fetch_json(
+        self, deployment: Deployment, path: str, body: dict[str, Any]
+    ) -> tuple[bytes, Any]:
+        """(raw bytes, parsed JSON) of the answer to a POST; every failure on the way
+        (time, connection, a cut body, invalid JSON) as a `ProviderError` by cause."""
         try:
             async with asyncio.timeout(deployment.timeout):
                 response = await self._post(deployment, path, body)
@@ -114,11 +136,30 @@ class DirectProvider:
         except aiohttp.ClientError as exc:
             raise ProviderError("connect", f"{deployment.id} failed: {exc}") from exc
         try:
-            data = orjson.loads(raw)
+            return raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ProviderError("garbage", f"{deployment.id} answered with invalid JSON") from exc
+
+    async def _open_stream(
+        self, deployment: Deployment, path: str, body: dict[str, Any], *, accept: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """The streamed response's head (its events are the caller's to read)."""
+        try:
+            async with asyncio.timeout(deployment.timeout):
+                return await self._post(deployment, path, body, accept=accept)
+        except TimeoutError as exc:
+            raise ProviderError("timeout", f"{deployment.id} timed out") from exc
+        except aiohttp.ClientError as exc:  # as in `_fetch_json`: the upstream's, not ours
+            raise ProviderError("connect", f"{deployment.id} failed: {exc}") from exc
+
+    async def _read_json(
+        self, deployment: Deployment, path: str, body: dict[str, Any], expect: str
+    ) -> Completion:
+        raw, data = await self._fetch_json(deployment, path, body)
         if not isinstance(data, dict) or not isinstance(data.get(expect), list):
             raise ProviderError("garbage", f"{deployment.id} answered with an unexpected shape")
+        if _CONFORM[expect](data):  # not OpenAI's shape: the repaired answer, re-serialised
+            raw = orjson.dumps(data)
         return Completion(raw, data, Usage.from_openai(data.get("usage")))
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
@@ -134,16 +175,13 @@ class DirectProvider:
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         body = _only(body, CHAT_PARAMETERS)
         body.update(stream=True, stream_options={"include_usage": True})
-        try:
-            async with asyncio.timeout(deployment.timeout):
-                response = await self._post(deployment, "/chat/completions", body)
-        except TimeoutError as exc:
-            raise ProviderError("timeout", f"{deployment.id} timed out") from exc
+        response = await self._open_stream(deployment, "/chat/completions", body)
         async with response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
                 raise ProviderError("garbage", f"{deployment.id} did not answer with a stream")
             done = False
+            shape = StreamShape()  # each chunk's bytes pass as they are unless repaired
             try:
                 while True:
                     async with asyncio.timeout(deployment.timeout):
@@ -169,13 +207,18 @@ class DirectProvider:
                         error = data["error"]
                         message = error.get("message") if isinstance(error, dict) else str(error)
                         raise ProviderError("status", str(message)[:MAX_ERROR_BODY], status=502)
-                    yield Chunk(payload, data)
+                    shaped = shape.chunk(payload, data)
+                    if shaped is not None:
+                        yield shaped
             except TimeoutError as exc:
                 raise ProviderError("timeout", f"{deployment.id} stalled mid-stream") from exc
             except aiohttp.ClientError as exc:
                 raise ProviderError("cut", f"{deployment.id} cut the stream: {exc}") from exc
             if not done:
                 raise ProviderError("cut", f"{deployment.id} ended the stream without [DONE]")
+            last = shape.last()  # usage the upstream sent on a chunk with choices
+            if last is not None:
+                yield last
 
     async def close(self) -> None:
         if self._session is not None:

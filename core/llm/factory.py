@@ -13,8 +13,10 @@ import os
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 
 from core.config import ConfigurationError, Settings
+from core.llm.cohere import CohereProvider
 from core.llm.config import RouterConfig, RouterConfigError, load_router_config
 from core.llm.costs import CostTable
 from core.llm.defaults import ProviderCredentials, config_from_providers, demo_config
@@ -24,6 +26,7 @@ from core.llm.litellm_import import litellm_module
 from core.llm.litellm_provider import LiteLLMProvider
 from core.llm.providers import PROVIDERS
 from core.llm.router import Router
+from core.llm.traced import TracedProvider
 from core.llm.types import Deployment, Provider
 from core.observability.logging import redactor
 
@@ -118,16 +121,21 @@ def _deployments(
     return result
 
 
-def build_router(settings: Settings) -> tuple[Router, bool]:
-    """(router, is_demo). Imports litellm only if a deployment needs it."""
+def build_router(settings: Settings, *, tracer: Tracer | None = None) -> tuple[Router, bool]:
+    """(router, is_demo). Imports litellm only if a deployment needs it. With a
+    `tracer` (tracing on), each provider call is a span (`core.llm.traced`)."""
     config, demo = router_config(settings)
     deployments = _deployments(settings, config, demo)
     everything = [d for items in deployments.values() for d in items]
     redactor.add_secrets(d.api_key for d in everything if d.api_key)  # api_key_env keys too
     providers: dict[str, Provider] = {"direct": DirectProvider(), "demo": DemoProvider()}
+    if any(d.transport == "cohere" for d in everything):
+        providers["cohere"] = CohereProvider()
     if any(d.transport == "litellm" for d in everything):
         litellm_module()  # pay the import at start, not on a client's first request
         providers["litellm"] = LiteLLMProvider()
+    if tracer is not None:
+        providers = {name: TracedProvider(p, tracer) for name, p in providers.items()}
     costs = CostTable.load({(d.kind, d.model) for d in everything if d.kind != "demo"})
     if demo:
         log.warning(
@@ -136,3 +144,21 @@ def build_router(settings: Settings) -> tuple[Router, bool]:
             "offline 'demo' model (development only)",
         )
     return Router(config, deployments, providers, costs), demo
+
+
+def litellm_models(settings: Settings) -> set[tuple[str, str]]:
+    """(litellm provider, model) of every deployment litellm translates: what the
+    gunicorn master loads before it forks (`litellm_import.preload_litellm`).
+    Resolves kinds as `_deployments` does, without its key checks (the workers
+    report a missing key)."""
+    config, demo = router_config(settings)
+    if demo:
+        return set()
+    models = set()
+    for group in config.model_groups:
+        for spec in group.deployments:
+            declared = config.providers.get(spec.provider)
+            provider = PROVIDERS[declared.kind if declared else spec.provider]
+            if provider.transport == "litellm":
+                models.add((provider.litellm_prefix, spec.model))
+    return models

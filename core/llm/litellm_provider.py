@@ -1,7 +1,7 @@
-"""Providers that do not speak OpenAI's protocol (Anthropic, Gemini, Cohere)
-through litellm's translation. litellm is imported only here and beside it
-(`litellm_import`: the import; `litellm_errors`: its exceptions by cause;
-`wire`: its answers in OpenAI's shape).
+"""Providers that do not speak OpenAI's protocol (Anthropic, Gemini) through
+litellm's translation (Cohere is translated natively: `core.llm.cohere`). litellm
+is imported only here and beside it (`litellm_import`: the import;
+`litellm_errors`: its exceptions by cause; `wire`: its answers in OpenAI's shape).
 
 litellm is imported lazily, on the first call or at start when such a
 deployment is configured, so a gateway serving only OpenAI-compatible
@@ -27,7 +27,8 @@ from core.llm.litellm_import import litellm_module
 from core.llm.parameters import CHAT_PARAMETERS, EMBEDDING_PARAMETERS
 from core.llm.providers import PROVIDERS
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
-from core.llm.wire import clean_litellm
+from core.llm.wire import StreamShape, clean_litellm, conform_completion, conform_embeddings
+from core.observability.tracing import trace_headers
 
 # What litellm gets of a chat body: the gateway's allow-list, less the OpenAI names
 # litellm reads as its own or cannot map:
@@ -70,6 +71,9 @@ class LiteLLMProvider:
             kwargs["api_key"] = deployment.api_key
         if deployment.api_base:
             kwargs["api_base"] = deployment.api_base
+        headers = trace_headers()  # the attempt span's `traceparent`, when traced
+        if headers is not None:
+            kwargs["extra_headers"] = headers
         return kwargs
 
     def _chat_kwargs(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
@@ -88,21 +92,27 @@ class LiteLLMProvider:
         except Exception as exc:  # litellm raises its own tree; classify it
             raise provider_error(exc, deployment) from exc
         data = clean_litellm(response.model_dump())
+        conform_completion(data)
         return Completion(orjson.dumps(data), data, Usage.from_openai(data.get("usage")))
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         litellm = litellm_module()
         kwargs = self._chat_kwargs(deployment, body)
         kwargs.update(stream=True, stream_options={"include_usage": True})
+        shape = StreamShape()
         try:
             response = await litellm.acompletion(**kwargs)
             async for chunk in response:
-                data = clean_litellm(chunk.model_dump())
-                yield Chunk(orjson.dumps(data), data)
+                shaped = shape.chunk(None, clean_litellm(chunk.model_dump()))
+                if shaped is not None:
+                    yield shaped
         except ProviderError:
             raise
         except Exception as exc:
             raise provider_error(exc, deployment) from exc
+        last = shape.last()
+        if last is not None:
+            yield last
 
     async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
         litellm = litellm_module()
@@ -112,6 +122,7 @@ class LiteLLMProvider:
         except Exception as exc:
             raise provider_error(exc, deployment) from exc
         data = clean_litellm(response.model_dump())
+        conform_embeddings(data)
         return Completion(orjson.dumps(data), data, Usage.from_openai(data.get("usage")))
 
     async def close(self) -> None:

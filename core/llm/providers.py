@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-Transport = Literal["direct", "litellm", "demo"]
+Transport = Literal["direct", "litellm", "cohere", "demo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,8 @@ class ProviderSpec:
 
     kind: str
     # How a call reaches it: `direct` speaks OpenAI's protocol over aiohttp (no litellm
-    # import), `litellm` translates, `demo` answers offline.
+    # import), `cohere` Cohere's API v2 over the same machinery (`core.llm.cohere`),
+    # `litellm` translates, `demo` answers offline.
     transport: Transport
     # The Settings fields holding its key and base URL override; their env vars are the
     # upper-case names. None: it has no environment settings of its own.
@@ -47,6 +48,13 @@ class ProviderSpec:
     # A server the operator runs (vLLM, Ollama, ...): it needs an `api_base`, its key is
     # optional, and a deployment reaches it only through a name under `providers:`.
     self_hosted: bool = False
+    # Its `gen_ai.provider.name` in OpenTelemetry's GenAI conventions (the traces of
+    # `core.llm.traced`), where the conventions name it differently; empty: the kind.
+    otel_name: str = ""
+
+    @property
+    def trace_name(self) -> str:
+        return self.otel_name or self.kind
 
     @property
     def key_variable(self) -> str | None:
@@ -81,6 +89,7 @@ _TABLE = (
         base_setting="google_ai_api_base",
         default_model="gemini-2.5-flash",
         litellm_prefix="gemini",
+        otel_name="gcp.gemini",
     ),
     ProviderSpec(
         "groq",
@@ -99,14 +108,19 @@ _TABLE = (
         default_base="https://api.mistral.ai/v1",
         default_model="mistral-small-latest",
         litellm_prefix="mistral",
+        otel_name="mistral_ai",
     ),
     ProviderSpec(
         "cohere",
-        "litellm",
+        "cohere",
         key_setting="cohere_api_key",
         base_setting="cohere_api_base",
+        # The host: `core.llm.cohere` adds `/v2/chat` and `/v2/embed`.
+        default_base="https://api.cohere.com",
         default_model="command-r-08-2024",
-        litellm_prefix="cohere_chat",
+        # Only the cost map reads it: Cohere's chat models are listed there bare
+        # (`command-r-08-2024`), its newer embedding models as `cohere/embed-v4.0`.
+        litellm_prefix="cohere",
     ),
     ProviderSpec("openai_compatible", "direct", self_hosted=True),
     # Never named in a config: the factory puts it behind every group in development

@@ -8,8 +8,20 @@ from typing import Any, Literal, Protocol
 
 from core.llm.providers import Transport
 
-FailureKind = Literal["timeout", "connect", "status", "garbage", "cut"]
+# What went wrong, by cause (`core.llm.failures` maps each to what a client sees):
+#   timeout, connect   no answer in time / no connection: the upstream's health
+#   status             the upstream answered an HTTP error (`status`); who caused it
+#                      depends on the code, see `CLIENT_FAULT_STATUS`
+#   garbage, cut       the upstream answered something unusable, or stopped midway
+#   local              Skygate's own side of the call failed (an ImportError, a
+#                      translation bug): nothing the upstream did, never its health
+FailureKind = Literal["timeout", "connect", "status", "garbage", "cut", "local"]
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+# Statuses the request itself earned: too long, malformed, unprocessable. 401, 403
+# and 404 are not among them: the key, the model name and the URL are the
+# deployment's (nothing a client sends chooses them), so those mean the operator's
+# configuration is wrong; the client gets a 502 and another deployment may serve.
+CLIENT_FAULT_STATUS = frozenset({400, 413, 422})
 
 
 class ProviderError(Exception):
@@ -31,7 +43,10 @@ class ProviderError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Worth another deployment or attempt (rate limits, 5xx, timeouts, garbage)."""
+        """Worth another attempt on the same deployment (rate limits, 5xx, timeouts,
+        garbage); a refused key or model would only be refused again."""
+        if self.kind == "local":
+            return False
         if self.kind != "status":
             return True
         return self.status is not None and (self.status in RETRYABLE_STATUS or self.status >= 500)
@@ -39,7 +54,7 @@ class ProviderError(Exception):
     @property
     def client_fault(self) -> bool:
         """The request itself is bad (e.g. context too long): no retry, tell the client."""
-        return self.kind == "status" and self.status in {400, 413, 422}
+        return self.kind == "status" and self.status in CLIENT_FAULT_STATUS
 
 
 @dataclass(frozen=True, slots=True)

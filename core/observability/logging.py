@@ -2,8 +2,9 @@
 
 Every log line — Skygate's own (structlog), gunicorn's, uvicorn's and the
 libraries' (stdlib `logging`), and the per-request access line — passes through
-one processor chain (`Chain`), so each carries the `request_id` and goes through
-secret redaction once. Redaction
+one processor chain (`Chain`), so each carries the `request_id` (and, when the
+request is traced, its `trace_id`: both bound by `core.http.context`) and goes
+through secret redaction once. Redaction
 masks values under sensitive keys (authorization, api keys, cookies, tokens,
 passwords, provider keys), bearer tokens and `sk-` keys inside any string, and
 the exact values of the configured secrets.

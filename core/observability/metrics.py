@@ -5,29 +5,37 @@ this module is imported, so every value lives in the shared multiprocess
 directory and a scrape of any worker returns the sum over all workers (dead
 workers' counters included, so a counter never goes down when a worker is
 recycled). Labels are bounded: route *templates*, methods, status codes and
-small fixed enums — never a raw path, a key or a user.
+small fixed enums — never a raw path, a key or a user. Two labels name things an
+operator configures rather than a fixed enum: `model_group`/`deployment` (the
+router config) and `tenant` (the tenants of the API keys an admin creates), the
+latter capped per process at `TENANT_LABELS` values (`tenant_label`).
+
+`error_type` (on `http_requests_total` and `llm_requests_total`) is the fault of
+the error answered, one of `core.errors.FAULTS` (`caller_*`, `policy_*`,
+`provider_*`, `gateway_*`), and empty for a success: Prometheus stores an empty
+label as no label, so a success series is exactly what it was before the label
+existed, `{error_type!=""}` selects failures and `{error_type=~"gateway_.*"}`
+Skygate's own (OpenTelemetry's `error.type` is likewise absent on success).
+A sentinel such as "none" would instead show up as one more fault in every
+`sum by (error_type)`.
+
+The exposition (scrapes, the per-process collector, counter readings) is
+`core.observability.exposition`. The alert rules and the dashboard built on
+these live in `deploy/`
+(`tests/deploy` checks that every metric they use is exported).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
-    multiprocess,
     values,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 M = TypeVar("M")
@@ -93,7 +101,12 @@ LATENCY_BUCKETS = (
 
 # -- HTTP -------------------------------------------------------------------
 HTTP_REQUESTS = Cached(
-    Counter("http_requests_total", "HTTP requests served.", ["method", "route", "status"])
+    Counter(
+        "http_requests_total",
+        "HTTP requests served, by the fault of the error answered (error_type, empty "
+        "for a success; core.errors.FAULTS).",
+        ["method", "route", "status", "error_type"],
+    )
 )
 HTTP_DURATION = Cached(
     Histogram(
@@ -175,6 +188,24 @@ REDIS_STATE = Gauge(
 REDIS_STATE_CHANGES = Counter(
     "redis_state_changes_total", "Redis circuit breaker transitions.", ["to"]
 )
+# `redis_available` is 0 where Redis is not configured at all (a gauge's default):
+# this says whether a 0 is an outage or the embedded setup.
+REDIS_CONFIGURED = Gauge(
+    "redis_configured",
+    "1 when REDIS_URL is set (so redis_available 0 means degraded, not absent).",
+    multiprocess_mode="livemax",
+)
+# Labelled by backend (postgresql, sqlite) so that a process that never checks (the
+# job worker, which imports these definitions too) exports nothing instead of a 0.
+DATABASE_STATE = Cached(
+    Gauge(
+        "database_available",
+        "1 when the database answered the last health check (whichever worker ran it "
+        "last; every /metrics scrape runs one, cached for a second), else 0.",
+        ["backend"],
+        multiprocess_mode="livemostrecent",
+    )
+)
 
 
 # -- LLM traffic (labels: provider kind, public model group, bounded enums) ----
@@ -189,8 +220,9 @@ API_DURATION = Cached(
 LLM_REQUESTS = Cached(
     Counter(
         "llm_requests_total",
-        "LLM requests by final outcome.",
-        ["provider", "model_group", "outcome"],
+        "LLM requests by final outcome, and the fault of the error answered "
+        "(error_type, empty for a success; core.errors.FAULTS).",
+        ["provider", "model_group", "outcome", "error_type"],
     )
 )
 LLM_DURATION = Cached(
@@ -201,18 +233,52 @@ LLM_DURATION = Cached(
         buckets=LATENCY_BUCKETS,
     )
 )
+# OpenTelemetry's advisory buckets for gen_ai.server.time_to_first_token, and 15 s,
+# 30 s and 60 s past them for reasoning models that think before their first token.
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+)  # fmt: skip
+# OpenTelemetry's for gen_ai.server.time_per_output_token (10 ms to 2.5 s), with 1,
+# 2.5 and 5 ms below them: hosted models stream 200 to 1000 tokens a second.
+TPOT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5,
+)  # fmt: skip
 LLM_TTFT = Cached(
     Histogram(
         "llm_time_to_first_token_seconds",
-        "Streaming: time from request start to the first chunk sent to the client.",
+        "Streaming: time from request start to the first chunk sent to the client "
+        "(retries and fallbacks before it included), by the provider that answered "
+        "and the model group asked for.",
         ["provider", "model_group"],
-        buckets=LATENCY_BUCKETS,
+        buckets=TTFT_BUCKETS,
+    )
+)
+LLM_TPOT = Cached(
+    Histogram(
+        "llm_time_per_output_token_seconds",
+        "Streaming, completed streams: seconds per output token after the first "
+        "(last chunk - first chunk) / (completion tokens - 1), as OpenTelemetry's "
+        "gen_ai.server.time_per_output_token.",
+        ["provider", "model_group"],
+        buckets=TPOT_BUCKETS,
     )
 )
 LLM_TOKENS = Cached(
-    Counter("llm_tokens_total", "Tokens processed.", ["provider", "model_group", "kind"])
+    Counter(
+        "llm_tokens_total",
+        "Tokens processed, by tenant (tenant_label) and kind (prompt, completion).",
+        ["provider", "model_group", "tenant", "kind"],
+    )
 )
-LLM_COST = Cached(Counter("llm_cost_usd_total", "Cost in US dollars.", ["provider", "model_group"]))
+LLM_COST = Cached(
+    Counter(
+        "llm_cost_usd_total",
+        "Cost in US dollars, by tenant (tenant_label).",
+        ["provider", "model_group", "tenant"],
+    )
+)
 GATEWAY_OVERHEAD = Cached(
     Histogram(
         "gateway_overhead_seconds",
@@ -232,8 +298,8 @@ LLM_UPSTREAM_ERRORS = Counter(
 )
 LLM_DEPLOYMENT_COOLDOWN = Gauge(
     "llm_deployment_cooldown",
-    "1 while a deployment's circuit is open (cooling down) in this worker.",
-    ["deployment"],
+    "1 while a deployment's circuit is open (cooling down) in any live worker.",
+    ["model_group", "deployment"],
     multiprocess_mode="livemax",
 )
 
@@ -249,6 +315,33 @@ USAGE_DROPPED = Counter(
     "usage_records_dropped_total", "Usage records dropped because the writer fell behind."
 )
 USAGE_WRITTEN = Counter("usage_records_written_total", "Usage records written to the database.")
+
+# -- limits -------------------------------------------------------------------
+RATE_LIMIT_LIMITS = (
+    "requests_per_minute",
+    "requests_per_hour",
+    "tokens_per_minute",
+    "monthly_budget",
+    "auth_failures",
+)
+RATE_LIMITED = Cached(
+    Counter(
+        "rate_limit_refusals_total",
+        "Requests refused with 429 by Skygate's own limits, by limit "
+        f"({', '.join(RATE_LIMIT_LIMITS)}); a provider's 429s are counted in "
+        "llm_requests_total as error_type provider_rate_limited.",
+        ["limit"],
+    )
+)
+TENANT_BUDGET_USED = Cached(
+    Gauge(
+        "tenant_budget_used_ratio",
+        "Month-to-date spend / monthly budget of the tenant's most spent budgeted key, "
+        "as last checked (at each of its requests); 1 means its requests are refused.",
+        ["tenant"],
+        multiprocess_mode="livemax",
+    )
+)
 
 
 # -- background jobs ----------------------------------------------------------
@@ -303,107 +396,37 @@ WORKER_BEAT_AGE = Cached(
         multiprocess_mode="livemin",
     )
 )
+# Labelled, so that it is absent (not 0) where jobs run in the web process and no
+# monitor looks for workers: an alert on `fresh == 0` then has nothing to fire on.
+WORKERS_SEEN = Cached(
+    Gauge(
+        "jobs_workers",
+        "Job workers the web last saw, by state: fresh (beat within 3 heartbeats) or "
+        "stale (beat within the last hour, silent since).",
+        ["state"],
+        multiprocess_mode="livemax",
+    )
+)
+JOBS_OLDEST_QUEUED = Gauge(
+    "jobs_oldest_queued_age_seconds",
+    "Age of the oldest job still queued (0: none), as last read from the database.",
+    multiprocess_mode="livemax",
+)
+
+# -- tenants as a label ----------------------------------------------------------
+# Tenants are the operator's (each API key's tenant is set by an admin), so their
+# number is the deployment's own; the cap is a guard against a runaway key script.
+# Past it a process counts new tenants as "other" (usage records in the database
+# keep every tenant exactly).
+TENANT_LABELS = 500
+OTHER_TENANT = "other"
+_tenants: set[str] = set()
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def _read_stat(pid: int) -> tuple[float, float, float, int] | None:
-    """(cpu seconds, rss bytes, start time since boot in s, open fds) of a live pid."""
-    try:
-        parts = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[-1].split()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (float(parts[11]) + float(parts[12])) / ticks
-    rss = float(parts[21]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss, float(parts[19]) / ticks, fds
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
-
-
-class GunicornProcessCollector(Collector):
-    """Process metrics for the gunicorn master and each live worker, by pid.
-
-    prometheus-client's ProcessCollector reports only the process that happens to
-    answer the scrape; summing per-process CPU counters across recycled workers
-    would go backwards. One series per live process (labels `pid`, `role`) keeps
-    every counter monotonic and shows each worker's memory.
-    """
-
-    def __init__(self, master_pid: int) -> None:
-        self.master_pid = master_pid
-        try:
-            self.boot = _boot_time()
-        except OSError:
-            self.boot = 0.0
-
-    def _pids(self) -> list[tuple[int, str]]:
-        pids = [(self.master_pid, "master")]
-        try:
-            children = (
-                Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children").read_text().split()
-            )
-        except OSError:
-            children = []
-        pids.extend((int(c), "worker") for c in children)
-        return pids
-
-    def collect(self) -> Iterable[Metric]:
-        labels = ["pid", "role"]
-        cpu = CounterMetricFamily(
-            "process_cpu_seconds_total", "Total user and system CPU time.", labels=labels
-        )
-        rss = GaugeMetricFamily(
-            "process_resident_memory_bytes", "Resident memory size.", labels=labels
-        )
-        start = GaugeMetricFamily(
-            "process_start_time_seconds", "Process start time (unix epoch).", labels=labels
-        )
-        fds = GaugeMetricFamily("process_open_fds", "Open file descriptors.", labels=labels)
-        for pid, role in self._pids():
-            stat = _read_stat(pid)
-            if stat is None:
-                continue
-            values = [str(pid), role]
-            cpu.add_metric(values, stat[0])
-            rss.add_metric(values, stat[1])
-            start.add_metric(values, self.boot + stat[2])
-            fds.add_metric(values, stat[3])
-        return [cpu, rss, start, fds]
-
-
-def render_latest() -> tuple[bytes, str]:
-    """The exposition body and content type for a scrape of this process."""
-    path = multiprocess_dir()
-    if path is None:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    master = os.environ.get(MASTER_PID_ENV)
-    registry.register(GunicornProcessCollector(int(master) if master else os.getpid()))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def counter_totals(*names: str) -> dict[str, float]:
-    """Sum of each counter over every label set and every worker (for JSON views)."""
-    path = multiprocess_dir()
-    if path is None:
-        registry: CollectorRegistry = REGISTRY
-    else:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    totals = dict.fromkeys(names, 0.0)
-    for family in registry.collect():
-        if family.name in totals:
-            totals[family.name] += sum(
-                s.value for s in family.samples if s.name == family.name + "_total"
-            )
-    return totals
+def tenant_label(tenant: str) -> str:
+    if tenant in _tenants:
+        return tenant
+    if len(_tenants) < TENANT_LABELS:
+        _tenants.add(tenant)
+        return tenant
+    return OTHER_TENANT

@@ -437,7 +437,7 @@ async def test_upstream_timeout_is_a_504(llm_app: LLMApp, upstream: FakeUpstream
         assert error["type"] == "timeout_error"
 
 
-async def test_upstream_failure_is_a_502_then_503_while_cooling_down(
+async def test_upstream_failure_is_a_502_and_a_lone_deployment_stays_in_service(
     llm_app: LLMApp, upstream: FakeUpstream
 ) -> None:
     upstream.set_behaviour("solo-1", "status", status=500)
@@ -449,12 +449,15 @@ async def test_upstream_failure_is_a_502_then_503_while_cooling_down(
             await client.chat.completions.create(model="solo", messages=user("broken"))
         error = assert_openai_error_shape(caught.value, 502)
         assert error["type"] == "upstream_error"
+        # past the breaker's threshold, but the group's only deployment: still reached
         with pytest.raises(openai.InternalServerError) as caught:
             await client.chat.completions.create(model="solo", messages=user("broken again"))
-        error = assert_openai_error_shape(caught.value, 503)
-        assert error["code"] == "no_deployment_available"
-        assert int(caught.value.response.headers["retry-after"]) >= 1
-        assert upstream.calls("solo-1") == 1
+        error = assert_openai_error_shape(caught.value, 502)
+        assert error["type"] == "upstream_error"
+        assert upstream.calls("solo-1") == 2
+        upstream.set_behaviour("solo-1", "ok")
+        answer = await client.chat.completions.create(model="solo", messages=user("healed"))
+        assert answer.choices[0].message.content
 
 
 async def test_stream_cut_midway_raises_in_the_sdk(llm_app: LLMApp, upstream: FakeUpstream) -> None:

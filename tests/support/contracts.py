@@ -62,3 +62,26 @@ def violations(name: str, instance: Any) -> list[str]:
 def assert_valid(name: str, instance: Any) -> None:
     found = violations(name, instance)
     assert not found, f"not a valid {name}:\n" + "\n".join(found) + f"\n{instance!r}"
+
+
+def sse_data(body: bytes) -> list[bytes]:
+    """The `data:` payloads of a server-sent event stream, in order."""
+    return [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+
+
+def assert_valid_stream(body: bytes, *, include_usage: bool) -> list[dict[str, Any]]:
+    """A whole chat completion stream as OpenAI sends it: every event a valid chunk,
+    `[DONE]` last, and usage, when asked for, in one last chunk of its own with
+    `choices: []` (never elsewhere, and nowhere when not asked for). Returns the chunks."""
+    data = sse_data(body)
+    assert data and data[-1] == b"[DONE]", f"the stream does not end with [DONE]: {data[-3:]!r}"
+    chunks = [json.loads(payload) for payload in data[:-1]]
+    for chunk in chunks:
+        assert_valid("CreateChatCompletionStreamResponse", chunk)
+    with_usage = [i for i, chunk in enumerate(chunks) if chunk.get("usage") is not None]
+    if include_usage:
+        assert with_usage == [len(chunks) - 1], f"usage not only in the last chunk: {chunks!r}"
+        assert chunks[-1]["choices"] == [], f"the usage chunk has choices: {chunks[-1]!r}"
+    else:
+        assert with_usage == [], f"usage sent without include_usage: {chunks!r}"
+    return chunks

@@ -28,9 +28,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["PostgresServer", "RedisServer", "free_port"]
+__all__ = ["PostgresServer", "RedisServer", "free_port", "stop_group"]
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -502,3 +502,19 @@ def _kill_pid(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def stop_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop a process started in its own group: SIGTERM, 15 s to exit, then SIGKILL
+    for whatever is left of its group (children included)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.gateway import ROOT
+from tests.support.servers import stop_group
 
 T = TypeVar("T")
 PLUGIN = "tests.worker.plugin"
@@ -76,19 +76,8 @@ class Worker:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        if self.proc is not None:
+            stop_group(self.proc)
 
 
 async def _ready(worker: Worker) -> bool:

@@ -73,7 +73,7 @@ def test_tenants_group_and_endpoint_are_in_the_key() -> None:
 def test_key_is_canonical_and_versioned() -> None:
     reordered = {"messages": BASE["messages"], "model": "primary", "temperature": 0.1}
     assert key(reordered) == key({**BASE, "temperature": 0.1})
-    assert key(BASE).startswith("skygate:cache:v2:") and len(key(BASE)) == 17 + 64
+    assert key(BASE).startswith("skygate:cache:v3:") and len(key(BASE)) == 17 + 64
 
 
 def test_cache_directives_from_headers() -> None:

@@ -210,7 +210,12 @@ async def test_metrics_use_route_templates_and_unknown_paths_add_no_series(
             return {"id": item_id}
 
     async with app_factory(customize=add_item_route) as (_, client):
-        labels = {"method": "GET", "route": "/test/items/{item_id}", "status": "200"}
+        labels = {
+            "method": "GET",
+            "route": "/test/items/{item_id}",
+            "status": "200",
+            "error_type": "",  # a success: no fault
+        }
         before = sample("http_requests_total", labels)
         for i in range(5):
             assert (await client.get(f"/test/items/{i}")).status_code == 200

@@ -1,0 +1,5 @@
+"""`python -m skygate`."""
+
+from skygate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Cohere through the gateway, for tests/core/llm/test_cohere*.py: a gateway whose groups
+are Cohere deployments on two upstreams, the fake (`bench.fake_cohere`: Cohere's Chat v2
+and Embed v2 with fault injection) and `Replay`, which serves any answer a test sets,
+verbatim (what the fake never says: other finish reasons, reasoning blocks, float
+token counts, a failed generation); and Cohere's own sample streams, from its docs.
+
+Groups: `cohere` (the fake's `command-r-08-2024`), `cohere-embed` (the fake's
+`embed-english-v3.0`), `replayed` (`Replay`'s `command-a-03-2025`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiohttp import web
+
+from bench.fake_upstream import FakeUpstream
+from tests.support.app import make_settings, running_app
+from tests.support.contracts import assert_valid, assert_valid_stream
+from tests.support.requests import CHAT
+
+MODEL = "command-r-08-2024"
+EMBED_MODEL = "embed-english-v3.0"
+REPLAYED_MODEL = "command-a-03-2025"
+KEY = "fake-cohere-key"
+
+
+class Replay:
+    """A Cohere stand-in on 127.0.0.1 answering `/v2/chat` with whatever the test set."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.content_type = "application/json"
+        self.body = b"{}"
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    def answer(self, data: Any) -> None:
+        self.status, self.content_type, self.body = 200, "application/json", orjson.dumps(data)
+
+    def stream(
+        self, events: list[dict[str, Any]], *, done: bool = False, lines: bool = False
+    ) -> None:
+        """SSE as Cohere sends it (`event:` and `data:` lines), or one JSON event a line."""
+        if lines:
+            self.content_type = "application/stream+json"
+            self.body = b"".join(orjson.dumps(event) + b"\n" for event in events)
+        else:
+            self.content_type = "text/event-stream"
+            self.body = b"".join(
+                b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+                for event in events
+            ) + (b"data: [DONE]\n\n" if done else b"")
+        self.status = 200
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=self.status, body=self.body, content_type=self.content_type)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v2/chat", self._chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Replay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+@asynccontextmanager
+async def cohere_gateway(
+    upstream: FakeUpstream, replay: Replay, database_url: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A running gateway (no cache, no retries) and its client; the key is COHERE_API_KEY."""
+    router = tmp_path / "router.yaml"
+    router.write_text(
+        textwrap.dedent(f"""\
+            retry:
+              attempts: 0
+            cooldown:
+              failures: 100
+              seconds: 1
+            providers:
+              fake: {{kind: cohere, api_base: "{upstream.root_url}"}}
+              replay: {{kind: cohere, api_base: "{replay.url}"}}
+            model_groups:
+              - {{name: cohere, deployments: [{{provider: fake, model: {MODEL}}}]}}
+              - {{name: cohere-embed, deployments: [{{provider: fake, model: {EMBED_MODEL}}}]}}
+              - {{name: replayed, deployments: [{{provider: replay, model: {REPLAYED_MODEL}}}]}}
+            """)
+    )
+    settings = make_settings(
+        router_config=str(router), cohere_api_key=KEY, database_url=database_url, enable_cache=False
+    )
+    async with running_app(settings) as (_, http):
+        yield http
+
+
+def sent(upstream: FakeUpstream, model: str = MODEL) -> dict[str, Any]:
+    request = upstream.last_request(model)
+    assert request is not None, "nothing reached Cohere"
+    return request
+
+
+async def completed(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(CHAT, json=body)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    assert_valid("CreateChatCompletionResponse", data)
+    return data
+
+
+async def streamed(
+    client: httpx.AsyncClient, body: dict[str, Any], *, include_usage: bool = True
+) -> list[dict[str, Any]]:
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    response = await client.post(CHAT, json={**body, "stream": True, **options})
+    assert response.status_code == 200, response.text
+    return assert_valid_stream(response.content, include_usage=include_usage)
+
+
+# -- Cohere's stream events -----------------------------------------------------------------
+def tool_call_events(call_id: str, arguments: list[str], index: int) -> list[dict[str, Any]]:
+    start = {
+        "type": "tool-call-start",
+        "index": index,
+        "delta": {
+            "message": {
+                "tool_calls": {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            }
+        },
+    }
+    deltas = [
+        {
+            "type": "tool-call-delta",
+            "index": index,
+            "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}},
+        }
+        for piece in arguments
+    ]
+    return [start, *deltas, {"type": "tool-call-end", "index": index}]
+
+
+def message_start(message_id: str) -> dict[str, Any]:
+    empty = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}
+    return {"type": "message-start", "id": message_id, "delta": {"message": empty}}
+
+
+def message_end(finish: str, billed: tuple[float, float], **extra: Any) -> dict[str, Any]:
+    usage = {
+        "billed_units": {"input_tokens": billed[0], "output_tokens": billed[1]},
+        "tokens": {"input_tokens": 913.0, "output_tokens": 83.0},
+    }
+    return {"type": "message-end", "delta": {"finish_reason": finish, "usage": usage, **extra}}
+
+
+# Cohere's tool-use stream sample ("What's the weather in Madrid and Brasilia?"), with its
+# plan and argument pieces fewer and longer.
+TOOL_STREAM = [
+    message_start("fba98ad3-e5a1-413c-a8de-84fbf9baabf7"),
+    {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I"}}},
+    {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": " will search."}}},
+    *tool_call_events(
+        "get_weather_p1t92w7gfgq7", ['{\n    "', "location", '":', ' "', "Madrid", '"\n}'], 0
+    ),
+    *tool_call_events(
+        "get_weather_ay6nmvjgp9vn", ['{\n    "', "location", '": "', "Bras", 'ilia"\n}'], 1
+    ),
+    message_end("TOOL_CALL", (37.0, 28.0)),
+]
+
+
+def text_stream(pieces: list[str], finish: str = "COMPLETE") -> list[dict[str, Any]]:
+    def content(kind: str, text: str) -> dict[str, Any]:
+        return {"type": kind, "index": 0, "delta": {"message": {"content": {"text": text}}}}
+
+    return [
+        message_start("29f14a5a-11de-4cae-9800-25e4747408ea"),
+        {
+            "type": "content-start",
+            "index": 0,
+            "delta": {"message": {"content": {"type": "text", "text": ""}}},
+        },
+        *(content("content-delta", piece) for piece in pieces),
+        {"type": "content-end", "index": 0},
+        message_end(finish, (5.0, 26.0)),
+    ]
