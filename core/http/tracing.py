@@ -25,14 +25,13 @@ from core.http.middleware import request_id_of, route_template
 from core.observability.logging import redactor
 from core.observability.metrics import UNMATCHED_ROUTE
 from core.observability.tracing import (
-    PROPAGATOR,
     RequestTrace,
     Tracing,
+    client_context,
     request_context,
     trace_id_hex,
 )
 
-_CONTEXT_HEADERS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -48,12 +47,14 @@ class TracingMiddleware:
         if tracer is None or scope["type"] != "http" or scope["path"] in QUIET_ROUTES:
             await self.app(scope, receive, send)  # probes and scrapes: a span each says nothing
             return
-        carrier = {}
+        traceparent = tracestate = None
         for name, value in scope["headers"]:
-            key = _CONTEXT_HEADERS.get(name)
-            if key is not None:
-                carrier[key] = value.decode("latin-1")
-        parent = PROPAGATOR.extract(carrier) if carrier else None
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"tracestate":  # W3C: repeated headers are one list
+                text = value.decode("latin-1")
+                tracestate = text if tracestate is None else f"{tracestate},{text}"
+        parent = client_context(traceparent, tracestate)
         method = scope["method"] if scope["method"] in _METHODS else "_OTHER"
         client = scope.get("client")
         span = tracer.start_span(

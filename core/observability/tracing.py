@@ -11,7 +11,10 @@ What is traced, and by whom:
 
 The W3C trace context (`traceparent`, `tracestate`) is accepted from clients and sent
 to providers on each attempt (`inject`); baggage is neither (it is arbitrary client
-data, and nothing a client sends may choose a header a provider receives).
+data, and nothing a client sends may choose a header a provider receives). A client's
+`tracestate` is cut to what W3C asks a vendor to propagate (`client_context`): valid
+entries only, at most 32 and 512 characters, so a hostile header is neither forwarded
+whole to every provider nor echoed into a warning log line per request.
 
 Off (neither endpoint set): no SDK is imported, no middleware is installed, and the
 request path pays a context lookup where it annotates or injects (~0.2 us each).
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import uuid
@@ -61,6 +65,17 @@ DEFAULT_ATTRIBUTE_LENGTH = 16 * 1024
 EVERY_TENANT = "*"
 
 PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent + tracestate, no baggage
+# W3C trace context: a traceparent is 55 characters (version 00) and the SDK ignores
+# one over 512; a vendor must propagate 512 characters of tracestate, in at most 32
+# entries, dropping entries over 128 characters first, then from the end.
+_TRACEPARENT_LENGTH = 512
+_TRACESTATE_LENGTH = 512
+_TRACESTATE_ENTRIES = 32
+_TRACESTATE_ENTRY = 128
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
 _REQUEST = context.create_key("skygate.request")
 
 
@@ -73,6 +88,38 @@ class RequestTrace:
     span: trace.Span
     capture_tenants: frozenset[str]
     capture: bool = False
+
+
+def client_context(traceparent: str | None, tracestate: str | None) -> context.Context | None:
+    """The parent a client's W3C headers name (None for none, or a malformed one), with
+    its tracestate bounded as W3C allows a vendor: invalid and over-long entries and
+    repeated keys dropped, then entries from the end until 32 and 512 characters fit.
+    Done here, not by the SDK, which would log a warning quoting the hostile entry
+    and keep the whole header when every entry is valid."""
+    if traceparent is None or len(traceparent) > _TRACEPARENT_LENGTH:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        kept: list[str] = []
+        keys: set[str] = set()
+        size = -1  # the first entry needs no comma
+        for member in tracestate.split(","):
+            member = member.strip(" \t")
+            if len(member) > _TRACESTATE_ENTRY or not _TRACESTATE_MEMBER.fullmatch(member):
+                continue
+            key = member.partition("=")[0]
+            if key in keys:
+                continue
+            if size + 1 + len(member) > _TRACESTATE_LENGTH:
+                break
+            keys.add(key)
+            kept.append(member)
+            size += 1 + len(member)
+            if len(kept) == _TRACESTATE_ENTRIES:
+                break
+        if kept:
+            carrier["tracestate"] = ",".join(kept)
+    return PROPAGATOR.extract(carrier)
 
 
 def traces_endpoint(settings: Settings) -> str | None:

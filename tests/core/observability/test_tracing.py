@@ -254,6 +254,80 @@ async def test_an_opted_in_tenant_gets_its_prompt_and_answer_in_its_spans(
     ]
 
 
+HOSTILE_TRACESTATES = [
+    # oversized: 80 well-formed entries of 100-character values (8 KB)
+    ",".join(f"k{i}=" + "v" * 100 for i in range(80)),
+    # well-formed entries around ones that are not: control and non-ASCII characters,
+    # an upper-case key, a key with no value, and a 600-character key
+    "good=1,bad=\x7fmark,\u00fcber=2,UPPER=3,novalue=,ok@sys=4," + "x" * 600 + "=y,last=5",
+    # many small entries (a vendor may keep 32)
+    ",".join(f"m{i}=v" for i in range(100)),
+]
+
+
+@pytest.mark.parametrize("tracestate", HOSTILE_TRACESTATES, ids=["huge", "mixed", "many"])
+async def test_a_hostile_tracestate_is_bounded_before_it_reaches_a_provider_or_a_log(
+    traced_app: LLMApp,
+    receiver: OtlpReceiver,
+    upstream: FakeUpstream,
+    capfd: pytest.CaptureFixture[str],
+    tracestate: str,
+) -> None:
+    async with traced_app() as (_, client):
+        capfd.readouterr()
+        response = await client.post(
+            CHAT,
+            json=chat("hi"),
+            headers={"traceparent": TRACEPARENT, "tracestate": tracestate.encode("utf-8")},
+        )
+        assert response.status_code == 200
+        (server,) = await receiver.wait_for(in_trace(CLIENT_TRACE, SERVER_NAME))
+    assert server.parent_span_id == CLIENT_SPAN, "a bad tracestate does not cost the trace"
+    sent = upstream.last_request("primary-1")
+    assert sent is not None
+    forwarded = sent["headers"].get("tracestate", "")
+    assert len(forwarded) <= 512, "W3C: vendors propagate at most what they must (512)"
+    members = [m for m in forwarded.split(",") if m]
+    assert len(members) <= 32
+    sent_members = [m.strip() for m in tracestate.split(",")]
+    assert all(m in sent_members for m in members), "entries are kept or dropped, never mangled"
+    assert members == [m for m in sent_members if m in members], "in the client's order"
+    if tracestate.startswith("good="):
+        assert members == ["good=1", "ok@sys=4", "last=5"], "only the valid entries survive"
+    else:
+        assert members, "valid entries are kept up to the bound"
+    err = capfd.readouterr().err
+    assert "vvvvvvvvvv" not in err and "xxxxxxxxxx" not in err and "m99=v" not in err, (
+        "the client's header is not written into the logs"
+    )
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        f"00-{'0' * 32}-{CLIENT_SPAN}-01",  # an all-zero trace id
+        f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01",  # the forbidden version
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-extra",  # version 00 has exactly four fields
+        f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01",  # upper-case hex
+        "00-" + "a" * 5000,
+    ],
+)
+async def test_a_malformed_traceparent_starts_a_fresh_trace(
+    traced_app: LLMApp, receiver: OtlpReceiver, upstream: FakeUpstream, traceparent: str
+) -> None:
+    async with traced_app() as (_, client):
+        response = await client.post(
+            CHAT, json=chat("hi"), headers={"traceparent": traceparent, "tracestate": "a=b"}
+        )
+        assert response.status_code == 200
+        (server,) = await receiver.wait_for(lambda s: s.name == SERVER_NAME)
+    assert server.trace_id != CLIENT_TRACE and server.parent_span_id in ("", None)
+    sent = upstream.last_request("primary-1")
+    assert sent is not None
+    assert sent["headers"]["traceparent"].startswith(f"00-{server.trace_id}-")
+    assert "tracestate" not in sent["headers"], "no tracestate without a valid traceparent"
+
+
 async def test_without_an_endpoint_nothing_is_traced_or_forwarded(
     llm_app: LLMApp, upstream: FakeUpstream, capfd: pytest.CaptureFixture[str]
 ) -> None:
