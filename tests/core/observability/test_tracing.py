@@ -278,7 +278,7 @@ async def test_a_hostile_tracestate_is_bounded_before_it_reaches_a_provider_or_a
         response = await client.post(
             CHAT,
             json=chat("hi"),
-            headers={"traceparent": TRACEPARENT, "tracestate": tracestate.encode("utf-8")},
+            headers={b"traceparent": TRACEPARENT.encode(), b"tracestate": tracestate.encode()},
         )
         assert response.status_code == 200
         (server,) = await receiver.wait_for(in_trace(CLIENT_TRACE, SERVER_NAME))
