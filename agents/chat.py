@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from agents.run_views import RunRequest, run_object
 from agents.runs import RunService
 from core.auth.authenticator import Principal
-from core.errors import BadRequestError, ValidationFailedError, error_for_status
+from core.errors import (
+    BadRequestError,
+    GatewayError,
+    ValidationFailedError,
+    error_for_status,
+    note_answered,
+)
 from core.gateway.completions import Answer, StreamAnswer, Upstream
 from core.gateway.streams import DONE, sse, sse_error
 
@@ -33,6 +39,17 @@ REFUSED = ("tools", "tool_choice", "functions", "function_call", "n")
 def is_agent_model(body: dict[str, Any]) -> bool:
     model = body.get("model")
     return isinstance(model, str) and model.startswith(PREFIX)
+
+
+def run_failure(error: dict[str, Any] | None) -> GatewayError:
+    """The error a failed run answers with, whole or as a stream's last event: the
+    status and code its failure recorded, so both count under the same fault."""
+    error = error or {}
+    failure = error_for_status(
+        int(error.get("status") or 502), str(error.get("message") or "The agent run failed.")
+    )
+    failure.code = str(error.get("code") or "run_failed")
+    return failure
 
 
 class AgentChat:
@@ -90,12 +107,7 @@ class AgentChat:
             raise
         data = run_object(finished)
         if finished.status == "failed":
-            error = finished.error or {}
-            failure = error_for_status(
-                int(error.get("status") or 502), str(error.get("message") or "The run failed.")
-            )
-            failure.code = str(error.get("code") or "run_failed")
-            raise failure
+            raise run_failure(finished.error)
         usage = data["usage"]
         body = {
             "id": f"chatcmpl-{run_id}",
@@ -173,10 +185,12 @@ class AgentChat:
                     finished = True
                     run = event.data["run"]
                     if run["status"] == "failed":
-                        error = run.get("error") or {}
+                        failure = run_failure(run.get("error"))
+                        note_answered(failure.fault)  # the client's answer, though a 200
                         yield sse_error(
-                            str(error.get("message") or "The agent run failed."),
-                            code=str(error.get("code") or "run_failed"),
+                            failure.message,
+                            code=failure.code or "run_failed",
+                            error_type=failure.error_type,
                         )
                         return
                     reason = "stop" if run["status"] == "completed" else "length"

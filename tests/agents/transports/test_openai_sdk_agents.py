@@ -11,12 +11,15 @@ answer, its pace (`chunk_delay_ms`) and the requests it received are the test's.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.support.agents import MODEL, TWO_TOOL_TURNS, ServedGateway
+from tests.support.app import settle
 from tests.support.contracts import assert_valid
 
 
@@ -76,3 +79,42 @@ async def test_agent_models_through_the_openai_sdk(gateway: ServedGateway) -> No
         assert refused.value.code == "unsupported_parameter"
         assert refused.value.param == "tools"
     assert gateway.upstream.calls(MODEL) == 6  # the refused request reached no provider
+
+
+def http_count(status: int, error_type: str) -> float:
+    labels = {"method": "POST", "route": "/api/v1/chat/completions", "status": str(status)}
+    return (
+        REGISTRY.get_sample_value("http_requests_total", {**labels, "error_type": error_type})
+        or 0.0
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_failed_agent_run_is_counted_by_whose_fault_it_is(
+    gateway: ServedGateway, stream: bool
+) -> None:
+    """The provider refusing the gateway's credentials fails the run; the client's
+    answer (a 502, or an error event in a stream that began 200) is counted as the
+    provider's fault, the same whichever way the answer went."""
+    for model in (MODEL, "backup-1"):  # the group and its fallback
+        gateway.upstream.set_behaviour(model, "status", status=401)
+    status = 200 if stream else 502
+    before = http_count(status, "provider_rejected")
+    response = await gateway.http.post(
+        "/api/v1/chat/completions",
+        json={
+            "model": "agent:scripted",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+        },
+    )
+    assert response.status_code == status, response.text
+    if stream:
+        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        error = json.loads(events[-1])["error"]
+        assert "[DONE]" not in events, "a failed run never ends the stream cleanly"
+    else:
+        error = response.json()["error"]
+    assert error["code"] == "upstream_refused" and error["type"] == "upstream_error"
+    await settle(gateway.app)
+    assert http_count(status, "provider_rejected") == before + 1
