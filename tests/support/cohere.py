@@ -1,4 +1,4 @@
-"""Cohere through the gateway, for tests/core/llm/test_cohere*.py: a gateway whose groups
+"""Cohere through the gateway, for tests/core/llm/cohere/: a gateway whose groups
 are Cohere deployments on two upstreams, the fake (`bench.fake_cohere`: Cohere's Chat v2
 and Embed v2 with fault injection) and `Replay`, which serves any answer a test sets,
 verbatim (what the fake never says: other finish reasons, reasoning blocks, float

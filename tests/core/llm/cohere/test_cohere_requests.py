@@ -4,8 +4,6 @@ sent, for what Cohere cannot do. The tool round trips: tests/providers/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from bench.fake_upstream import FakeUpstream
 from core.llm.cohere_request import DROPPED, REFUSED, TRANSLATED
 from core.llm.parameters import CHAT_PARAMETERS
-from tests.support.cohere import KEY, MODEL, Replay, cohere_gateway, completed, sent
+from tests.support.cohere import KEY, MODEL, completed, sent
 from tests.support.contracts import assert_valid
 from tests.support.requests import CHAT, chat
 
@@ -28,20 +26,6 @@ WEATHER: dict[str, Any] = {
     },
 }
 TIME = {"type": "function", "function": {"name": "get_time", "strict": True}}
-
-
-@pytest.fixture
-async def replay() -> AsyncIterator[Replay]:
-    async with Replay() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(
-    upstream: FakeUpstream, replay: Replay, sqlite_url: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with cohere_gateway(upstream, replay, sqlite_url, tmp_path) as http:
-        yield http
 
 
 # -- requests -------------------------------------------------------------------------------

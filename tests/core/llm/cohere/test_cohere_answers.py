@@ -6,8 +6,6 @@ failure mid-stream. Every answer and chunk is validated with OpenAI's schema."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,6 @@ from tests.support.cohere import (
     REPLAYED_MODEL,
     TOOL_STREAM,
     Replay,
-    cohere_gateway,
     completed,
     sent,
     streamed,
@@ -27,20 +24,6 @@ from tests.support.cohere import (
 )
 from tests.support.contracts import assert_valid, sse_data
 from tests.support.requests import CHAT, chat
-
-
-@pytest.fixture
-async def replay() -> AsyncIterator[Replay]:
-    async with Replay() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(
-    upstream: FakeUpstream, replay: Replay, sqlite_url: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with cohere_gateway(upstream, replay, sqlite_url, tmp_path) as http:
-        yield http
 
 
 # -- answers --------------------------------------------------------------------------------

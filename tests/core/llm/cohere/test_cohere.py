@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,11 @@ import pytest
 
 from bench.fake_upstream import FakeUpstream
 from core.llm.costs import CostTable
-from tests.support.cohere import EMBED_MODEL, MODEL, Replay, cohere_gateway, sent
+from tests.support.cohere import EMBED_MODEL, MODEL, sent
 from tests.support.contracts import assert_valid
 from tests.support.requests import CHAT, chat
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-async def replay() -> AsyncIterator[Replay]:
-    async with Replay() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(
-    upstream: FakeUpstream, replay: Replay, sqlite_url: str, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with cohere_gateway(upstream, replay, sqlite_url, tmp_path) as http:
-        yield http
+ROOT = Path(__file__).resolve().parents[4]
 
 
 # -- errors ---------------------------------------------------------------------------------
