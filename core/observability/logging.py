@@ -221,8 +221,15 @@ class _PairSlot:
         self._items[self._index] = (self._name, value)
 
 
-def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
+# Attributes other libraries put on stdlib records, which `ExtraAdder` would make
+# fields: uvicorn's ANSI-coloured copy of the message, and the stamp litellm's secret
+# filter (on uvicorn's and other loggers once litellm is imported) leaves on each record.
+_FOREIGN_EXTRAS = ("color_message", "litellm_redacted")
+
+
+def _drop_foreign_extras(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for name in _FOREIGN_EXTRAS:
+        event_dict.pop(name, None)
     return event_dict
 
 
@@ -254,7 +261,7 @@ class Chain:
             structlog.processors.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
-            _drop_color_message,
+            _drop_foreign_extras,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             redactor,

@@ -73,6 +73,22 @@ def test_stdlib_and_server_loggers_render_as_redacted_json(
     assert all("timestamp" in line and "level" in line for line in lines)
 
 
+def test_litellms_filters_leave_no_marks_on_the_server_loggers_lines(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Importing litellm puts its secret filter on uvicorn's and other libraries'
+    loggers; the filter stamps each record with an attribute of its own, which must
+    not become a field of every server line (`"litellm_redacted": "<object ...>"`)."""
+    from core.llm.litellm_import import litellm_module
+
+    litellm_module()
+    configure_logging(json_logs=True, level="INFO", secrets=[])
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    (line,) = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line]
+    assert line["event"] == "Started server process [42]"
+    assert set(line) == {"event", "level", "logger", "timestamp"}
+
+
 def test_sentry_events_lose_bodies_cookies_and_secrets() -> None:
     event = {
         "request": {
