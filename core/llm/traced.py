@@ -23,7 +23,7 @@ Prompt and answer text are attributes only for tenants an operator opted in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,35 +48,37 @@ class TracedProvider:
         self._servers: dict[str, dict[str, AttributeValue]] = {}
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        span, capture = self._start("chat", deployment, body, stream=False)
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                completion = await self.inner.complete(deployment, body)
-            except BaseException as exc:
-                _failed(span, exc)
-                raise
-            _answering(deployment)
-            usage = completion.usage
-            _answered(span, completion.data, usage.prompt_tokens, usage.completion_tokens)
-            if capture:
-                _capture_output(span, completion.data.get("choices"))
-            return completion
+        return await self._whole("chat", deployment, body, self.inner.complete)
 
     async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        span, _ = self._start("embeddings", deployment, body, stream=None)
+        return await self._whole("embeddings", deployment, body, self.inner.embed)
+
+    async def _whole(
+        self,
+        operation: str,
+        deployment: Deployment,
+        body: dict[str, Any],
+        call: Callable[[Deployment, dict[str, Any]], Awaitable[Completion]],
+    ) -> Completion:
+        """One whole answer (a chat completion, or embeddings) inside its CLIENT span,
+        current while the request goes out so that it carries the span's traceparent."""
+        chat = operation == "chat"
+        span, capture = self._start(operation, deployment, body, stream=False if chat else None)
         with trace.use_span(
             span, end_on_exit=True, record_exception=False, set_status_on_exception=False
         ):
             try:
-                result = await self.inner.embed(deployment, body)
+                answer = await call(deployment, body)
             except BaseException as exc:
                 _failed(span, exc)
                 raise
             _answering(deployment)
-            _answered(span, result.data, result.usage.prompt_tokens, None)
-            return result
+            usage = answer.usage
+            output_tokens = usage.completion_tokens if chat else None
+            _answered(span, answer.data, usage.prompt_tokens, output_tokens)
+            if capture and chat:
+                _capture_output(span, answer.data.get("choices"))
+            return answer
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         span, capture = self._start("chat", deployment, body, stream=True)

@@ -219,6 +219,26 @@ async def test_the_litellm_path_sends_the_attempts_traceparent_too(
     assert sent["headers"]["traceparent"] == f"00-{CLIENT_TRACE}-{attempt.span_id}-01"
 
 
+async def test_an_embeddings_call_is_a_genai_embeddings_span(
+    traced_app: LLMApp, receiver: OtlpReceiver
+) -> None:
+    async with traced_app() as (_, client):
+        response = await client.post(
+            "/api/v1/embeddings",
+            json={"model": "embed", "input": ["one", "two"]},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert response.status_code == 200, response.text
+        (attempt,) = await receiver.wait_for(in_trace(CLIENT_TRACE, "embeddings embed-1", "CLIENT"))
+    assert attempt.attributes["gen_ai.operation.name"] == "embeddings"
+    assert (
+        attempt.attributes["gen_ai.usage.input_tokens"] == response.json()["usage"]["prompt_tokens"]
+    )
+    assert "gen_ai.usage.output_tokens" not in attempt.attributes
+    assert "gen_ai.request.stream" not in attempt.attributes
+    assert attempt.status == "UNSET"
+
+
 async def test_a_cache_hit_has_no_upstream_span(
     traced_app: LLMApp, receiver: OtlpReceiver, upstream: FakeUpstream, redis_url: str
 ) -> None:
