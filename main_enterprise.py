@@ -24,7 +24,6 @@ from api.v1 import ROUTERS as V1_ROUTERS
 from api.ws import router as ws_router
 from core.config import OPEN_ACCESS_WARNING, Settings, load_settings
 from core.container import Process, open_services
-from core.errors import install_exception_handlers
 from core.http.access import AccessMiddleware
 from core.http.body_limit import BodySizeLimitMiddleware
 from core.http.context import (
@@ -34,6 +33,7 @@ from core.http.context import (
     RequestIdMiddleware,
 )
 from core.http.cors import CORSMiddleware
+from core.http.errors import install_exception_handlers
 from core.http.forwarding import ForwardedPolicy
 from core.http.last_resort import LastResortMiddleware
 from core.http.tracing import TracingMiddleware

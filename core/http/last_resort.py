@@ -21,7 +21,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from core.errors import GatewayError, client_fault, was_logged
+from core.errors import GatewayError, was_logged
+from core.http.errors import client_fault
 from core.http.middleware import deny_websocket, request_id_of, send_error
 from core.observability.sentry import report_exception
 
