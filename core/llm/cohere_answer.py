@@ -203,7 +203,7 @@ class CohereStream:
         self._id = f"chatcmpl-{uuid.uuid4().hex}"
         self._created = int(time.time())
         self._opened = False
-        self._calls: dict[Any, int] = {}  # Cohere's tool-call index -> OpenAI's
+        self._calls: dict[int, int] = {}  # Cohere's tool-call index -> OpenAI's
         self.finished = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -253,7 +253,8 @@ class CohereStream:
             raise _garbage(self._deployment, "a tool call without a function")
         if not isinstance(function.get("name"), str):
             raise _garbage(self._deployment, "a tool call without a function name")
-        index = self._calls[event.get("index", len(self._calls))] = len(self._calls)
+        index = len(self._calls)
+        self._calls[self._index(event, default=index)] = index
         return {
             "index": index,
             "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
@@ -264,11 +265,19 @@ class CohereStream:
             },
         }
 
+    def _index(self, event: dict[str, Any], *, default: int) -> int:
+        """The event's tool-call index, an integer (`default` when it has none: the
+        call just started, or the last one); anything else is Cohere's garbage."""
+        index = event.get("index", default)
+        if type(index) is not int:  # bool is an int subclass, and no index
+            raise _garbage(self._deployment, "a tool-call event whose index is no integer")
+        return index
+
     def _arguments(self, event: dict[str, Any]) -> dict[str, Any]:
         call = _delta_message(event).get("tool_calls")
         function = call.get("function") if isinstance(call, dict) else None
         piece = function.get("arguments") if isinstance(function, dict) else None
-        index = self._calls.get(event.get("index"), len(self._calls) - 1)
+        index = self._calls.get(self._index(event, default=len(self._calls) - 1), -1)
         if index < 0 or not isinstance(piece, str):
             raise _garbage(self._deployment, "a tool-call delta it had not started")
         return {"index": index, "function": {"arguments": piece}}

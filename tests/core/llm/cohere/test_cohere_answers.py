@@ -18,9 +18,11 @@ from tests.support.cohere import (
     TOOL_STREAM,
     Replay,
     completed,
+    message_end,
     sent,
     streamed,
     text_stream,
+    tool_call_events,
 )
 from tests.support.contracts import assert_valid, sse_data
 from tests.support.requests import CHAT, chat
@@ -203,3 +205,27 @@ async def test_a_failure_mid_stream_ends_with_an_error_event(
     assert json.loads(data[0])["choices"][0]["delta"]["role"] == "assistant"
     if how == "error":  # what came before the failure reached the client
         assert json.loads(data[1])["choices"][0]["delta"]["content"] == "Hel"
+
+
+@pytest.mark.parametrize(
+    "index",
+    [[0], {"a": 1}, "0", True, 7],
+    ids=["list", "object", "string", "bool", "never-started"],
+)
+async def test_a_tool_call_delta_with_a_bad_index_is_the_providers_garbage(
+    client: httpx.AsyncClient, replay: Replay, index: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An index that is no integer (or names a call never started) is Cohere's broken
+    stream, ended with the provider's error event, not a Skygate bug (an internal error)
+    nor a delta silently given to another call."""
+    events = [*TOOL_STREAM[:3], *tool_call_events("call_1", ['{"a"', ": 1}"], 0)]
+    events[-2] = {**events[-2], "index": index}  # the second argument piece
+    replay.stream([*events, message_end("TOOL_CALL", (1.0, 1.0))])
+    body = {**chat("weather?", model="replayed"), "stream": True}
+    response = await client.post(CHAT, json=body)
+    assert response.status_code == 200
+    data = sse_data(response.content)
+    error = json.loads(data[-1])
+    assert_valid("ErrorResponse", error)
+    assert error["error"]["code"] == "stream_interrupted", error
+    assert "provider_failed_locally" not in capfd.readouterr().err, "not logged as Skygate's bug"
