@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +227,11 @@ def live_fleet(root: Path, postgres: PostgresServer, redis: RedisServer) -> Iter
         prometheus.start()
         fleet = Fleet(gateway, worker, upstream, prometheus)
         drive_traffic(fleet)
-        since = time.time() + 0.5  # what the traffic left (and the monitor's next look)
-        _wait(lambda: prometheus.scraped_since(since, 2), 30, "prometheus to scrape the traffic")
+        # Two scrapes after the traffic: a series the traffic created has two samples,
+        # which `rate()` needs (one scrape gave it one, and the panel no data).
+        for _ in range(2):
+            since = time.time() + 0.5  # what the traffic left (and the monitor's next look)
+            _wait(partial(prometheus.scraped_since, since, 2), 30, "a scrape after the traffic")
         yield fleet
     finally:
         prometheus.stop()
