@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from core.llm.types import Deployment, ProviderError
+from core.llm.wire import TranslatedStream
 
 _FINISH = {
     "end_turn": "stop",
@@ -171,48 +172,18 @@ def completion(deployment: Deployment, data: Any) -> dict[str, Any]:
 
 
 # -- streams ----------------------------------------------------------------------------
-class AnthropicStream:
+class AnthropicStream(TranslatedStream):
     """One stream's state: Anthropic's events in, OpenAI's chunks out (`chunks`), and
     whether `message_stop` has come (`finished`: without it the stream was cut)."""
 
-    __slots__ = (
-        "_blocks",
-        "_calls",
-        "_created",
-        "_deployment",
-        "_id",
-        "_opened",
-        "_reason",
-        "_usage",
-        "finished",
-    )
+    __slots__ = ("_blocks", "_calls", "_reason", "_usage")
 
     def __init__(self, deployment: Deployment) -> None:
-        self._deployment = deployment
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._opened = False
+        super().__init__(deployment)
         self._blocks: dict[int, str] = {}  # Anthropic's block index -> its type
         self._calls: dict[int, int] = {}  # a tool_use block's index -> OpenAI's call index
         self._usage: dict[str, Any] = {}  # message_start's, updated by message_delta's
         self._reason: str | None = None
-        self.finished = False
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._deployment.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def _open(self) -> list[dict[str, Any]]:
-        """The role chunk, once, before anything else is sent."""
-        if self._opened:
-            return []
-        self._opened = True
-        return [self._chunk({"role": "assistant", "content": ""})]
 
     def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The chunks one event becomes (none for pings, block stops, unknown events)."""
@@ -220,8 +191,7 @@ class AnthropicStream:
         if kind == "message_start":
             message = event.get("message")
             message = message if isinstance(message, dict) else {}
-            if isinstance(message.get("id"), str) and not self._opened:
-                self._id = message["id"]
+            self._name(message.get("id"))
             self._count_usage(message.get("usage"))
             return self._open()
         if kind == "content_block_start":

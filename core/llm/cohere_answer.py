@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from core.llm.types import Deployment, ProviderError
+from core.llm.wire import TranslatedStream
 
 _FINISH = {
     "COMPLETE": "stop",
@@ -192,42 +193,21 @@ def _delta_message(event: dict[str, Any]) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
-class CohereStream:
+class CohereStream(TranslatedStream):
     """One stream's state: Cohere's events in, OpenAI's chunks out (`chunks`), and
     whether `message-end` has come (`finished`: without it the stream was cut)."""
 
-    __slots__ = ("_calls", "_created", "_deployment", "_id", "_opened", "finished")
+    __slots__ = ("_calls",)
 
     def __init__(self, deployment: Deployment) -> None:
-        self._deployment = deployment
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._opened = False
+        super().__init__(deployment)
         self._calls: dict[int, int] = {}  # Cohere's tool-call index -> OpenAI's
-        self.finished = False
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._deployment.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def _open(self) -> list[dict[str, Any]]:
-        """The role chunk, once, before anything else is sent."""
-        if self._opened:
-            return []
-        self._opened = True
-        return [self._chunk({"role": "assistant", "content": ""})]
 
     def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The chunks one event becomes (none for the plan, citations, unknown events)."""
         kind = event.get("type")
         if kind == "message-start":
-            if isinstance(event.get("id"), str) and not self._opened:
-                self._id = event["id"]
+            self._name(event.get("id"))
             return self._open()
         if kind in ("content-start", "content-delta"):
             content = _delta_message(event).get("content")

@@ -26,11 +26,13 @@ reads these figures as the provider's); a total is only summed from its parts.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import orjson
 
-from core.llm.types import Chunk
+from core.llm.types import Chunk, Deployment
 
 # litellm-only keys that must not reach an OpenAI-shaped client.
 _PRIVATE_KEYS = ("_hidden_params", "_response_ms", "provider_specific_fields")
@@ -353,3 +355,40 @@ def clean_litellm(data: dict[str, Any]) -> dict[str, Any]:
         fields = _CHAT_USAGE if "choices" in data else _EMBEDDING_USAGE
         data["usage"] = _openai_usage(usage, fields)
     return data
+
+
+class TranslatedStream:
+    """The chunk envelope of a stream translated from another provider's events
+    (`core.llm.cohere_answer.CohereStream`, `core.llm.anthropic_answer.AnthropicStream`):
+    one id, `created` and model for every chunk, the role chunk once before anything
+    else (`_open`), and `finished` once the provider said the stream ended."""
+
+    __slots__ = ("_created", "_deployment", "_id", "_opened", "finished")
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        self._id = f"chatcmpl-{uuid.uuid4().hex}"
+        self._created = int(time.time())
+        self._opened = False
+        self.finished = False
+
+    def _name(self, provider_id: Any) -> None:
+        """The provider's own id for the answer, when it gives one before any chunk."""
+        if isinstance(provider_id, str) and not self._opened:
+            self._id = provider_id
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._deployment.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def _open(self) -> list[dict[str, Any]]:
+        """The role chunk, once, before anything else is sent."""
+        if self._opened:
+            return []
+        self._opened = True
+        return [self._chunk({"role": "assistant", "content": ""})]
