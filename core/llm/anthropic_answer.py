@@ -24,16 +24,27 @@ Decisions:
   always asks for usage; it drops that chunk for a client that did not);
   `message_stop` sets `finished` (without it the stream was cut).
 - The id is Anthropic's (`msg_...`, its logs know it); `model` is the deployment's.
+- JSON mode (`json_tool`, the forced tool `core.llm.anthropic_request.json_tool`
+  made of a JSON `response_format`): the tool's input is the content, its JSON
+  compact (a wrapped schema's `value` unwrapped), never a tool call; finish
+  `tool_use` -> `stop` (`max_tokens` stays `length`). A call of another tool, a
+  second call, an input that is not an object or a wrapped one without its value
+  is garbage. Anthropic writes no text before a forced call; text it writes without
+  one (a refusal) is the content as usual. Streamed, the input's pieces are content
+  deltas as they come, but a wrapped input is held until `message_delta` and sent
+  unwrapped in one delta (cut by `max_tokens`: what came of the value).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
 
 import orjson
 
+from core.llm.anthropic_request import WRAPPED_KEY, JsonTool
 from core.llm.types import Deployment, ProviderError
 from core.llm.wire import TranslatedStream
 
@@ -60,6 +71,8 @@ _ERROR_STATUS = {
     "overloaded_error": 529,
 }
 _MAX_MESSAGE = 2000
+# The start of a wrapped input's JSON text, before its value.
+_WRAPPED_START = re.compile(r'\s*\{\s*"' + WRAPPED_KEY + r'"\s*:\s*')
 
 
 def _garbage(deployment: Deployment, what: str) -> ProviderError:
@@ -121,8 +134,48 @@ def _call_id(value: Any) -> str:
     return value if isinstance(value, str) and value else f"call_{uuid.uuid4().hex[:24]}"
 
 
-def completion(deployment: Deployment, data: Any) -> dict[str, Any]:
-    """A `chat.completion` for Anthropic's non-streamed answer."""
+def _dumps(deployment: Deployment, value: Any) -> str:
+    """Compact JSON text of a parsed input (garbage if it has none: a huge integer)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise _garbage(deployment, "a tool input that is not JSON") from None
+
+
+def _json_answer(deployment: Deployment, tool: JsonTool, given: Any, reason: str) -> str | None:
+    """The content of a JSON-mode answer: the forced tool's input, unwrapped."""
+    if not isinstance(given, dict):
+        raise _garbage(deployment, "the JSON tool's input not as an object")
+    if not tool.wrapped:
+        return _dumps(deployment, given)
+    if WRAPPED_KEY in given:
+        return _dumps(deployment, given[WRAPPED_KEY])
+    if reason == "length":
+        return None  # cut before the value
+    raise _garbage(deployment, "the JSON tool's input without its value")
+
+
+def _json_finish(deployment: Deployment, reason: str, answered: bool) -> str:
+    """The finish reason of a JSON-mode answer: the forced call is an answer's end."""
+    if reason != "tool_calls":
+        return reason
+    if not answered:
+        raise _garbage(deployment, "a tool_use stop without the JSON tool's call")
+    return "stop"
+
+
+def _forced(deployment: Deployment, tool: JsonTool, name: str, again: bool) -> None:
+    if name != tool.name:
+        raise _garbage(deployment, f"a call of {name[:64]!r}, not of the JSON tool")
+    if again:
+        raise _garbage(deployment, "the JSON tool called twice")
+
+
+def completion(
+    deployment: Deployment, data: Any, *, json_tool: JsonTool | None = None
+) -> dict[str, Any]:
+    """A `chat.completion` for Anthropic's non-streamed answer (`json_tool`: the request's
+    forced JSON tool, whose call is the content)."""
     if isinstance(data, dict) and data.get("type") == "error":
         raise error(deployment, data)
     content = data.get("content") if isinstance(data, dict) else None
@@ -131,6 +184,7 @@ def completion(deployment: Deployment, data: Any) -> dict[str, Any]:
     reason = finish_reason(deployment, data.get("stop_reason"))
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    answered, json_text = False, None
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
@@ -139,21 +193,25 @@ def completion(deployment: Deployment, data: Any) -> dict[str, Any]:
             if not isinstance(block.get("name"), str):
                 raise _garbage(deployment, "a tool_use block without a name")
             arguments = block.get("input")
+            if json_tool is not None:
+                _forced(deployment, json_tool, block["name"], answered)
+                answered, json_text = True, _json_answer(deployment, json_tool, arguments, reason)
+                continue
             calls.append(
                 {
                     "id": _call_id(block.get("id")),
                     "type": "function",
                     "function": {
                         "name": block["name"],
-                        "arguments": orjson.dumps(
-                            arguments if arguments is not None else {}
-                        ).decode(),
+                        "arguments": _dumps(deployment, arguments if arguments is not None else {}),
                     },
                 }
             )
+    if json_tool is not None:
+        reason = _json_finish(deployment, reason, answered)
     answer: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(texts) if texts else None,
+        "content": json_text if answered else "".join(texts) if texts else None,
         "refusal": None,
     }
     if calls:
@@ -176,14 +234,27 @@ class AnthropicStream(TranslatedStream):
     """One stream's state: Anthropic's events in, OpenAI's chunks out (`chunks`), and
     whether `message_stop` has come (`finished`: without it the stream was cut)."""
 
-    __slots__ = ("_blocks", "_calls", "_reason", "_usage")
+    __slots__ = (
+        "_blocks",
+        "_calls",
+        "_held",
+        "_json",
+        "_json_block",
+        "_json_said",
+        "_reason",
+        "_usage",
+    )
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, *, json_tool: JsonTool | None = None) -> None:
         super().__init__(deployment)
         self._blocks: dict[int, str] = {}  # Anthropic's block index -> its type
         self._calls: dict[int, int] = {}  # a tool_use block's index -> OpenAI's call index
         self._usage: dict[str, Any] = {}  # message_start's, updated by message_delta's
         self._reason: str | None = None
+        self._json = json_tool  # JSON mode: the forced tool, whose input is the content
+        self._json_block: int | None = None  # the index of its block, once started
+        self._held: list[str] = []  # a wrapped input's pieces, until message_delta
+        self._json_said = False  # an input's piece sent as content (not wrapped)
 
     def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The chunks one event becomes (none for pings, block stops, unknown events)."""
@@ -227,9 +298,11 @@ class AnthropicStream(TranslatedStream):
             return []  # thinking, server tools' blocks
         if not isinstance(block.get("name"), str):
             raise _garbage(self._deployment, "a tool_use block without a name")
+        if self._json is not None:
+            return self._json_started(self._json, index, block)
         # The input streams as `input_json_delta`s; a start carrying it whole is taken too.
         given = block.get("input")
-        arguments = orjson.dumps(given).decode() if isinstance(given, dict) and given else ""
+        arguments = _dumps(self._deployment, given) if isinstance(given, dict) and given else ""
         call = self._calls[index] = len(self._calls)
         piece = {
             "index": call,
@@ -253,10 +326,13 @@ class AnthropicStream(TranslatedStream):
             return [*self._open(), self._chunk({"content": text})] if text else []
         if kind == "input_json_delta":
             piece = delta.get("partial_json")
-            if index not in self._calls or not isinstance(piece, str):
+            json_block = index == self._json_block
+            if not (json_block or index in self._calls) or not isinstance(piece, str):
                 raise _garbage(self._deployment, "an input delta outside a tool_use block")
             if not piece:
                 return []
+            if json_block and self._json is not None:
+                return self._json_piece(self._json, piece)
             call = {"index": self._calls[index], "function": {"arguments": piece}}
             return [self._chunk({"tool_calls": [call]})]
         return []  # thinking, signatures, citations
@@ -268,9 +344,22 @@ class AnthropicStream(TranslatedStream):
     def _end(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         delta = event.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        self._reason = finish_reason(self._deployment, delta.get("stop_reason"))
+        reason = finish_reason(self._deployment, delta.get("stop_reason"))
         self._count_usage(event.get("usage"))  # cumulative: its figures replace the start's
-        chunks = [*self._open(), self._chunk({}, self._reason)]
+        chunks = self._open()
+        if self._json is not None:
+            answered = self._json_block is not None
+            reason = _json_finish(self._deployment, reason, answered)
+            text = None
+            if answered and self._json.wrapped:
+                text = self._unwrapped(self._json, "".join(self._held), reason)
+                self._held = []
+            elif answered and not self._json_said and reason != "length":
+                text = "{}"  # no input streamed: Anthropic's empty input
+            if text:
+                chunks.append(self._chunk({"content": text}))
+        self._reason = reason
+        chunks.append(self._chunk({}, reason))
         counted = usage(self._usage)
         if counted is not None:
             last = self._chunk({})
@@ -278,3 +367,37 @@ class AnthropicStream(TranslatedStream):
             last["usage"] = counted
             chunks.append(last)
         return chunks
+
+    # -- JSON mode ----------------------------------------------------------------------
+    def _json_started(
+        self, tool: JsonTool, index: int, block: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The forced tool's block starting: no tool call, its input is content."""
+        _forced(self._deployment, tool, block["name"], self._json_block is not None)
+        self._json_block = index
+        given = block.get("input")
+        if given is not None and not isinstance(given, dict):
+            raise _garbage(self._deployment, "the JSON tool's input not as an object")
+        # The input streams as `input_json_delta`s; a start carrying it whole is taken too.
+        whole = _dumps(self._deployment, given) if given else ""
+        return [*self._open(), *self._json_piece(tool, whole)]
+
+    def _json_piece(self, tool: JsonTool, piece: str) -> list[dict[str, Any]]:
+        if tool.wrapped:
+            self._held.append(piece)
+            return []
+        if not piece:
+            return []
+        self._json_said = True
+        return [self._chunk({"content": piece})]
+
+    def _unwrapped(self, tool: JsonTool, raw: str, reason: str) -> str | None:
+        """A wrapped input's value as JSON text; cut by `max_tokens`, what came of it."""
+        try:
+            given = orjson.loads(raw) if raw else {}  # nothing streamed: an empty input
+        except orjson.JSONDecodeError:
+            given = None
+        if isinstance(given, dict) and WRAPPED_KEY in given or reason != "length":
+            return _json_answer(self._deployment, tool, given, reason)
+        start = _WRAPPED_START.match(raw)
+        return raw[start.end() :] if start else None

@@ -79,10 +79,12 @@ class DirectProvider:
             )
         return self._session
 
+    def _auth(self, deployment: Deployment) -> dict[str, str]:
+        """The headers carrying the deployment's credentials (OpenAI's: a bearer key)."""
+        return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+
     def _headers(self, deployment: Deployment) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if deployment.api_key:
-            headers["Authorization"] = f"Bearer {deployment.api_key}"
+        headers = {"Content-Type": "application/json", **self._auth(deployment)}
         inject(headers)  # the attempt span's `traceparent`, when traced
         return headers
 
@@ -96,7 +98,8 @@ class DirectProvider:
     ) -> aiohttp.ClientResponse:
         """The upstream's response to a POST of `body`; an HTTP error status, with the
         provider's message and retry hint, as a `ProviderError`. Shared with
-        `core.llm.cohere`, which speaks another protocol over the same machinery."""
+        `core.llm.translated`, whose providers speak other protocols over the same
+        machinery."""
         url = f"{deployment.api_base}{path}"
         headers = self._headers(deployment)
         if accept is not None:

@@ -16,6 +16,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from core.config import ConfigurationError, Settings
+from core.llm.anthropic import AnthropicProvider
 from core.llm.cohere import CohereProvider
 from core.llm.config import RouterConfig, RouterConfigError, load_router_config
 from core.llm.costs import CostTable
@@ -27,10 +28,17 @@ from core.llm.litellm_provider import LiteLLMProvider
 from core.llm.providers import PROVIDERS
 from core.llm.router import Router
 from core.llm.traced import TracedProvider
+from core.llm.translated import TranslatedProvider
 from core.llm.types import Deployment, Provider
 from core.observability.logging import redactor
 
 log = structlog.get_logger("skygate.router")
+
+# The providers translated natively, by their transport (`core.llm.providers`).
+NATIVE: dict[str, type[TranslatedProvider]] = {
+    "cohere": CohereProvider,
+    "anthropic": AnthropicProvider,
+}
 
 
 def _credentials(settings: Settings) -> dict[str, ProviderCredentials]:
@@ -129,8 +137,8 @@ def build_router(settings: Settings, *, tracer: Tracer | None = None) -> tuple[R
     everything = [d for items in deployments.values() for d in items]
     redactor.add_secrets(d.api_key for d in everything if d.api_key)  # api_key_env keys too
     providers: dict[str, Provider] = {"direct": DirectProvider(), "demo": DemoProvider()}
-    if any(d.transport == "cohere" for d in everything):
-        providers["cohere"] = CohereProvider()
+    for transport in sorted({d.transport for d in everything} & NATIVE.keys()):
+        providers[transport] = NATIVE[transport]()
     if any(d.transport == "litellm" for d in everything):
         litellm_module()  # pay the import at start, not on a client's first request
         providers["litellm"] = LiteLLMProvider()

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-Transport = Literal["direct", "litellm", "cohere", "demo"]
+Transport = Literal["direct", "litellm", "cohere", "anthropic", "demo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +30,9 @@ class ProviderSpec:
 
     kind: str
     # How a call reaches it: `direct` speaks OpenAI's protocol over aiohttp (no litellm
-    # import), `cohere` Cohere's API v2 over the same machinery (`core.llm.cohere`),
-    # `litellm` translates, `demo` answers offline.
+    # import), `cohere` and `anthropic` their provider's own API over the same machinery
+    # (`core.llm.cohere`, `core.llm.anthropic`), `litellm` translates, `demo` answers
+    # offline.
     transport: Transport
     # The Settings fields holding its key and base URL override; their env vars are the
     # upper-case names. None: it has no environment settings of its own.
@@ -76,9 +77,11 @@ _TABLE = (
     ),
     ProviderSpec(
         "anthropic",
-        "litellm",
+        "anthropic",
         key_setting="anthropic_api_key",
         base_setting="anthropic_api_base",
+        # The host: `core.llm.anthropic` adds `/v1/messages`.
+        default_base="https://api.anthropic.com",
         default_model="claude-haiku-4-5",
         litellm_prefix="anthropic",
     ),

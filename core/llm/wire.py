@@ -372,6 +372,10 @@ class TranslatedStream:
         self._opened = False
         self.finished = False
 
+    def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chunks one provider event becomes (a subclass's translation)."""
+        raise NotImplementedError
+
     def _name(self, provider_id: Any) -> None:
         """The provider's own id for the answer, when it gives one before any chunk."""
         if isinstance(provider_id, str) and not self._opened:

@@ -4,7 +4,7 @@ to; each validated with OpenAI's published schemas. Answers are stored by one
 gateway instance and read by another, so every hit comes from a real Redis.
 
 The three upstreams of `test_wire_shape.py` stand behind the gateway; the answers
-of the one that bends OpenAI's format (`solo`) and of litellm's translation
+of the one that bends OpenAI's format (`solo`) and of the Anthropic translation
 (`claude`) are stored only after they were put in shape, so no hit or replay ever
 brings the upstream's deviations back.
 """
@@ -25,7 +25,7 @@ from tests.support.llm import LLMApp
 from tests.support.requests import CHAT, chat
 
 GROUPS = ["primary", "solo", "claude"]
-IDS = ["direct", "direct-sloppy", "anthropic-litellm"]
+IDS = ["direct", "direct-sloppy", "anthropic"]
 WEATHER = {
     "type": "function",
     "function": {

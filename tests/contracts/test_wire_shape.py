@@ -6,7 +6,7 @@ Three upstreams stand behind the gateway, all real HTTP servers (`bench.fake_ups
   direct path passes its bytes through);
 - `solo`: one that bends it as some compatible servers do (`sloppy` mode: nulls where the
   schema wants absence, no `refusal`/`logprobs`, usage on the finish chunk);
-- `claude`: Anthropic's Messages API, translated by litellm.
+- `claude`: Anthropic's Messages API, translated natively (`core.llm.anthropic`).
 Whatever answered, the client gets the same shape. Cached answers and replays:
 `test_cached_wire_shape.py`; errors: `test_error_shape.py`.
 """
@@ -27,7 +27,7 @@ from tests.support.llm import LLMApp
 from tests.support.requests import CHAT, chat
 
 GROUPS = ["primary", "solo", "claude"]
-IDS = ["direct", "direct-sloppy", "anthropic-litellm"]
+IDS = ["direct", "direct-sloppy", "anthropic"]
 WEATHER = {
     "type": "function",
     "function": {

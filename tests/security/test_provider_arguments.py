@@ -524,11 +524,17 @@ ANTHROPIC_BODY_KEYS = frozenset(
 )
 
 
-async def test_allowed_fields_reach_anthropic_through_litellm_and_nothing_else(
+# What Anthropic cannot do as asked: the client's 400, and nothing sent
+# (`core.llm.anthropic_request.chat_body`).
+ANTHROPIC_REFUSES = frozenset({"audio", "functions", "function_call"})
+
+
+async def test_allowed_fields_reach_anthropic_and_nothing_else(
     llm_app: LLMApp, upstream: FakeUpstream, attacker: Attacker
 ) -> None:
-    """Each accepted field, one request each, on the litellm path: never a 500, never a
-    connection elsewhere, and the Anthropic body holds only Anthropic's own keys."""
+    """Each accepted field, one request each, on the native Anthropic path: never a 500,
+    never a connection elsewhere, the Anthropic body holds only Anthropic's own keys, and
+    what Anthropic cannot do is the client's 400 before anything is sent."""
     sample = every_openai_field("claude")
     async with llm_app() as (_, client):
         base = {"model": "claude", "messages": sample["messages"]}
@@ -537,6 +543,11 @@ async def test_allowed_fields_reach_anthropic_through_litellm_and_nothing_else(
             response = await client.post(
                 CHAT, json={**base, name: sample[name]}, headers={"cache-control": "no-cache"}
             )
+            if name in ANTHROPIC_REFUSES:
+                assert response.status_code == 400, (name, response.text)
+                assert response.json()["error"]["type"] == "invalid_request_error"
+                assert upstream.calls("claude-haiku-4-5") == before
+                continue
             assert response.status_code == 200, (name, response.text)
             assert upstream.calls("claude-haiku-4-5") == before + 1
             sent = upstream.last_request("claude-haiku-4-5")
@@ -573,8 +584,8 @@ async def test_allowed_fields_reach_anthropic_through_litellm_and_nothing_else(
         assert body["temperature"] == 0.5 and body["top_k"] == 40 and body["max_tokens"] == 50
         assert body["stop_sequences"] == ["END"]
         assert [tool["name"] for tool in body["tools"]] == ["get_weather"]
-        # `metadata` is litellm's own logging context on this path: dropped, and the
-        # Anthropic metadata carries only the user id litellm maps from `user`.
+        # OpenAI's `metadata` (tags for stored completions) is not Anthropic's: dropped,
+        # and Anthropic's metadata carries only the user id, from `user`.
         assert body.get("metadata") == {"user_id": "user-42"}
 
         streamed = await client.post(CHAT, json={**base, "stream": True, "top_k": 3})

@@ -3,7 +3,7 @@
 `Retry-After: 30s` raised ValueError out of the direct path (HTTP 500
 `internal_error`, no retry, no fallback), and `inf` reached `round(inf)`. Every
 form now parses safely: garbage is ignored and the normal retry and fallback
-happen, on the direct (OpenAI-compatible) path and the litellm (Anthropic) one.
+happen, on the direct (OpenAI-compatible) path and the translated (Anthropic) one.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_the_client_error_never_raises_and_its_header_is_whole_seconds(
 def app(
     upstream: FakeUpstream, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> App:
-    """`primary` (direct) and `claude` (litellm) both fall back to `backup`; the
+    """`primary` (direct) and `claude` (Anthropic) both fall back to `backup`; the
     breakers never open, so every request walks the failing deployment first."""
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "fake-anthropic-key")
     config = router_yaml(upstream, attempts=1, cooldown_failures=100, max_retry_after=1.0)
@@ -136,7 +136,7 @@ def app(
 @pytest.mark.parametrize(
     ("group", "failing"),
     [("primary", "primary-1"), ("claude", "claude-haiku-4-5")],
-    ids=["direct", "litellm-anthropic"],
+    ids=["direct", "anthropic"],
 )
 @pytest.mark.parametrize("status", [429, 503])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

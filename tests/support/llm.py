@@ -41,7 +41,7 @@ def router_yaml(
     max_retry_after: float = 1.0,
 ) -> str:
     """Groups `primary` (alias `fast`) -> fallback `backup`, `solo` (no fallback),
-    `claude` (Anthropic through litellm) and `embed`, all served by the fake."""
+    `claude` (Anthropic) and `embed`, all served by the fake."""
     return textwrap.dedent(f"""\
         retry:
           attempts: {attempts}

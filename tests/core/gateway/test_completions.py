@@ -324,7 +324,7 @@ async def test_embeddings_are_routed_and_cached(llm_app: LLMApp, upstream: FakeU
         assert upstream.calls("embed-1") == 1
 
 
-async def test_anthropic_through_litellm(llm_app: LLMApp, upstream: FakeUpstream) -> None:
+async def test_anthropic(llm_app: LLMApp, upstream: FakeUpstream) -> None:
     async with llm_app() as (_, client):
         response = await client.post(CHAT, json=chat("hi claude", model="claude", max_tokens=50))
         assert response.status_code == 200, response.text

@@ -203,7 +203,7 @@ async def test_a_fallback_shows_both_attempts_the_failed_one_with_its_error_type
     assert access and access[-1]["trace_id"] == trace_id
 
 
-async def test_the_litellm_path_sends_the_attempts_traceparent_too(
+async def test_a_translated_path_sends_the_attempts_traceparent_too(
     traced_app: LLMApp, receiver: OtlpReceiver, upstream: FakeUpstream
 ) -> None:
     async with traced_app() as (_, client):

@@ -11,38 +11,28 @@ import pytest
 
 from core.llm.anthropic_answer import AnthropicStream, completion, usage
 from core.llm.types import ProviderError
-from tests.support.anthropic import DEPLOYMENT, MODEL
-from tests.support.contracts import assert_valid
+from tests.support.anthropic import (
+    DEPLOYMENT,
+    MODEL,
+    answer_body,
+    answered,
+    block_events,
+    json_delta,
+    stream_close,
+    stream_start,
+    streamed,
+    text_delta,
+)
 
 
 # -- answers --------------------------------------------------------------------------------
-def _answer(content: list[Any], stop_reason: Any = "end_turn", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": "msg_01abc",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-real-name",
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 5},
-        **extra,
-    }
-
-
-def answered(data: Any) -> dict[str, Any]:
-    out = completion(DEPLOYMENT, data)
-    assert_valid("CreateChatCompletionResponse", out)
-    return out
-
-
 def test_an_answer_in_openais_shape() -> None:
     content = [
         {"type": "thinking", "thinking": "The user greets me.", "signature": "sig"},
         {"type": "text", "text": "Hello"},
         {"type": "text", "text": " world"},
     ]
-    data = answered(_answer(content))
+    data = answered(answer_body(content))
     assert (data["id"], data["object"], data["model"]) == ("msg_01abc", "chat.completion", MODEL)
     assert data["choices"] == [
         {
@@ -61,7 +51,7 @@ def test_tool_use_blocks_are_tool_calls() -> None:
         {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
         {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}},
     ]
-    message = answered(_answer(content, "tool_use"))["choices"][0]
+    message = answered(answer_body(content, "tool_use"))["choices"][0]
     assert message["finish_reason"] == "tool_calls"
     assert message["message"]["content"] == "Checking."
     calls = message["message"]["tool_calls"]
@@ -86,12 +76,12 @@ def test_tool_use_blocks_are_tool_calls() -> None:
     ],
 )
 def test_finish_reasons(stop_reason: str, expected: str) -> None:
-    data = answered(_answer([{"type": "text", "text": "x"}], stop_reason))
+    data = answered(answer_body([{"type": "text", "text": "x"}], stop_reason))
     assert data["choices"][0]["finish_reason"] == expected
 
 
 def test_an_empty_answer_has_null_content() -> None:
-    assert answered(_answer([], "refusal"))["choices"][0]["message"]["content"] is None
+    assert answered(answer_body([], "refusal"))["choices"][0]["message"]["content"] is None
 
 
 @pytest.mark.parametrize(
@@ -129,12 +119,12 @@ def test_an_empty_answer_has_null_content() -> None:
 def test_usage_counts_the_cache(raw: Any, expected: Any) -> None:
     assert usage(raw) == expected
     if expected is not None:
-        data = answered(_answer([{"type": "text", "text": "x"}], usage=raw))
+        data = answered(answer_body([{"type": "text", "text": "x"}], usage=raw))
         assert data["usage"] == expected
 
 
 def test_an_answer_without_usage_has_none() -> None:
-    data = _answer([{"type": "text", "text": "x"}])
+    data = answer_body([{"type": "text", "text": "x"}])
     del data["usage"]
     assert "usage" not in answered(data)
 
@@ -144,8 +134,8 @@ def test_an_answer_without_usage_has_none() -> None:
     [
         ("not json", "with an unexpected shape"),
         ({"type": "message"}, "with an unexpected shape"),
-        (_answer([{"type": "text", "text": "x"}], None), "without a stop reason"),
-        (_answer([{"type": "tool_use", "id": "t", "input": {}}], "tool_use"), "without a name"),
+        (answer_body([{"type": "text", "text": "x"}], None), "without a stop reason"),
+        (answer_body([{"type": "tool_use", "id": "t", "input": {}}], "tool_use"), "without a name"),
     ],
 )
 def test_garbage_answers(data: Any, says: str) -> None:
@@ -180,63 +170,14 @@ def test_an_error_object_is_a_failure(error: Any, kind: str, status: int | None)
 
 
 # -- streams -------------------------------------------------------------------------------
-def _start(usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "type": "message_start",
-        "message": {
-            "id": "msg_stream1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-real-name",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": usage or {"input_tokens": 25, "output_tokens": 1},
-        },
-    }
-
-
-def _block(index: int, block: dict[str, Any], *deltas: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"type": "content_block_start", "index": index, "content_block": block},
-        *({"type": "content_block_delta", "index": index, "delta": d} for d in deltas),
-        {"type": "content_block_stop", "index": index},
-    ]
-
-
-def _close(reason: str = "end_turn", output: int = 15) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": None},
-            "usage": {"output_tokens": output},
-        },
-        {"type": "message_stop"},
-    ]
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "text_delta", "text": text}
-
-
-def _json(piece: str) -> dict[str, Any]:
-    return {"type": "input_json_delta", "partial_json": piece}
-
-
-def streamed(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], AnthropicStream]:
-    state = AnthropicStream(DEPLOYMENT)
-    chunks = [chunk for event in events for chunk in state.chunks(event)]
-    for chunk in chunks:
-        assert_valid("CreateChatCompletionStreamResponse", chunk)
-    return chunks, state
-
-
 def test_a_streamed_text_answer() -> None:
     events = [
-        _start(),
-        *_block(0, {"type": "text", "text": ""}, _text("Hello"), _text(""), _text("!")),
+        stream_start(),
+        *block_events(
+            0, {"type": "text", "text": ""}, text_delta("Hello"), text_delta(""), text_delta("!")
+        ),
         {"type": "ping"},
-        *_close(),
+        *stream_close(),
     ]
     chunks, state = streamed(events[:1])
     assert not state.finished
@@ -259,24 +200,24 @@ def test_a_streamed_text_answer() -> None:
 
 def test_streamed_tool_calls_are_numbered_in_order() -> None:
     events = [
-        _start(),
-        *_block(
+        stream_start(),
+        *block_events(
             0, {"type": "thinking", "thinking": ""}, {"type": "thinking_delta", "thinking": "hm"}
         ),
-        *_block(1, {"type": "text", "text": "Let me check."}),
-        *_block(
+        *block_events(1, {"type": "text", "text": "Let me check."}),
+        *block_events(
             2,
             {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}},
-            _json(""),
-            _json('{"city": '),
-            _json('"Madrid"}'),
+            json_delta(""),
+            json_delta('{"city": '),
+            json_delta('"Madrid"}'),
         ),
-        *_block(
+        *block_events(
             3,
             {"type": "tool_use", "id": "toolu_b", "name": "get_weather", "input": {}},
-            _json('{"city": "Brasilia"}'),
+            json_delta('{"city": "Brasilia"}'),
         ),
-        *_close("tool_use"),
+        *stream_close("tool_use"),
     ]
     chunks, state = streamed(events)
     assert state.finished
@@ -309,7 +250,7 @@ def test_streamed_tool_calls_are_numbered_in_order() -> None:
 
 def test_a_tool_use_start_with_its_input_whole() -> None:
     block = {"type": "tool_use", "id": "toolu_a", "name": "get_time", "input": {"tz": "UTC"}}
-    chunks, _ = streamed([_start(), *_block(0, block), *_close("tool_use")])
+    chunks, _ = streamed([stream_start(), *block_events(0, block), *stream_close("tool_use")])
     (piece,) = chunks[1]["choices"][0]["delta"]["tool_calls"]
     assert piece["function"] == {"name": "get_time", "arguments": '{"tz":"UTC"}'}
 
@@ -319,14 +260,18 @@ def test_a_tool_use_start_with_its_input_whole() -> None:
     [("max_tokens", "length"), ("refusal", "content_filter"), ("stop_sequence", "stop")],
 )
 def test_stream_finish_reasons(reason: str, finish: str) -> None:
-    events = [_start(), *_block(0, {"type": "text", "text": "Hi"}), *_close(reason)]
+    events = [
+        stream_start(),
+        *block_events(0, {"type": "text", "text": "Hi"}),
+        *stream_close(reason),
+    ]
     chunks, _ = streamed(events)
     assert chunks[1]["choices"][0]["delta"] == {"content": "Hi"}
     assert chunks[-2]["choices"][0]["finish_reason"] == finish
 
 
 def test_stream_usage_counts_the_cache_and_takes_message_deltas_figures() -> None:
-    start = _start(
+    start = stream_start(
         {
             "input_tokens": 5,
             "cache_creation_input_tokens": 20,
@@ -339,7 +284,7 @@ def test_stream_usage_counts_the_cache_and_takes_message_deltas_figures() -> Non
         "delta": {"stop_reason": "end_turn"},
         "usage": {"output_tokens": 9, "cache_read_input_tokens": 300},
     }
-    chunks, _ = streamed([start, *_block(0, {"type": "text", "text": "x"}), last])
+    chunks, _ = streamed([start, *block_events(0, {"type": "text", "text": "x"}), last])
     assert chunks[-1]["usage"] == {
         "prompt_tokens": 325,
         "completion_tokens": 9,
@@ -349,7 +294,7 @@ def test_stream_usage_counts_the_cache_and_takes_message_deltas_figures() -> Non
 
 
 def test_a_stream_cut_before_message_stop_is_not_finished() -> None:
-    events = [_start(), *_block(0, {"type": "text", "text": ""}, _text("Hel"))]
+    events = [stream_start(), *block_events(0, {"type": "text", "text": ""}, text_delta("Hel"))]
     chunks, state = streamed(events)
     assert not state.finished
     assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "Hel"]
@@ -357,7 +302,10 @@ def test_a_stream_cut_before_message_stop_is_not_finished() -> None:
 
 def test_an_error_mid_stream_after_content() -> None:
     state = AnthropicStream(DEPLOYMENT)
-    for event in [_start(), *_block(0, {"type": "text", "text": ""}, _text("Hel"))]:
+    for event in [
+        stream_start(),
+        *block_events(0, {"type": "text", "text": ""}, text_delta("Hel")),
+    ]:
         state.chunks(event)
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     with pytest.raises(ProviderError) as caught:
@@ -368,11 +316,11 @@ def test_an_error_mid_stream_after_content() -> None:
 
 def test_unknown_events_and_deltas_are_ignored() -> None:
     events = [
-        _start(),
+        stream_start(),
         {"type": "some_future_event", "data": 1},
-        *_block(0, {"type": "text", "text": ""}, {"type": "citations_delta", "citation": {}}),
-        *_block(1, {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search"}),
-        *_close(),
+        *block_events(0, {"type": "text", "text": ""}, {"type": "citations_delta", "citation": {}}),
+        *block_events(1, {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search"}),
+        *stream_close(),
     ]
     chunks, state = streamed(events)
     assert state.finished
@@ -383,7 +331,7 @@ def test_unknown_events_and_deltas_are_ignored() -> None:
 
 
 def test_a_stream_without_message_start_still_opens_with_the_role() -> None:
-    chunks, _ = streamed([*_block(0, {"type": "text", "text": "Hi"}), *_close()])
+    chunks, _ = streamed([*block_events(0, {"type": "text", "text": "Hi"}), *stream_close()])
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[0]["id"].startswith("chatcmpl-")
     assert chunks[-1]["usage"]["completion_tokens"] == 15
@@ -392,8 +340,14 @@ def test_a_stream_without_message_start_still_opens_with_the_role() -> None:
 @pytest.mark.parametrize(
     ("events", "says"),
     [
-        ([{"type": "content_block_delta", "index": 0, "delta": _text("x")}], "had not started"),
-        ([{"type": "content_block_delta", "index": [0], "delta": _text("x")}], "had not started"),
+        (
+            [{"type": "content_block_delta", "index": 0, "delta": text_delta("x")}],
+            "had not started",
+        ),
+        (
+            [{"type": "content_block_delta", "index": [0], "delta": text_delta("x")}],
+            "had not started",
+        ),
         ([{"type": "content_block_start", "index": 0}], "without a body"),
         (
             [{"type": "content_block_start", "index": "0", "content_block": {"type": "text"}}],
@@ -404,11 +358,13 @@ def test_a_stream_without_message_start_still_opens_with_the_role() -> None:
             "without a name",
         ),
         (
-            _block(0, {"type": "text", "text": ""}, _json("{}")),
+            block_events(0, {"type": "text", "text": ""}, json_delta("{}")),
             "an input delta outside a tool_use block",
         ),
         (
-            _block(0, {"type": "tool_use", "id": "t", "name": "f", "input": {}}, _text("x")),
+            block_events(
+                0, {"type": "tool_use", "id": "t", "name": "f", "input": {}}, text_delta("x")
+            ),
             "a text delta outside a text block",
         ),
         ([{"type": "message_delta", "delta": {}}], "without a stop reason"),

@@ -270,7 +270,10 @@ def test_no_tools_means_no_tool_choice() -> None:
         ({"n": 2}, "`n` must be 1"),
         ({"functions": [{"name": "f"}]}, "not the deprecated `functions`"),
         ({"modalities": ["text", "audio"]}, "no `audio` output"),
-        ({"response_format": {"type": "json_object"}}, "no JSON `response_format`"),
+        (
+            {"response_format": {"type": "json_object"}, "tools": [WEATHER]},
+            "either `tools` or a JSON `response_format`",
+        ),
         ({"tools": [{"type": "custom", "custom": {"name": "grep"}}]}, "function tools only"),
         ({"tools": [WEATHER], "tool_choice": "sometimes"}, "is not auto, required or none"),
         (

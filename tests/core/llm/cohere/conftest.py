@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from bench.fake_upstream import FakeUpstream
-from tests.support.cohere import Replay, cohere_gateway
+from tests.support.cohere import cohere_gateway
+from tests.support.replay import Replay
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from tests.support.cohere import (
     MODEL,
     REPLAYED_MODEL,
     TOOL_STREAM,
-    Replay,
     completed,
     message_end,
     sent,
@@ -25,6 +24,7 @@ from tests.support.cohere import (
     tool_call_events,
 )
 from tests.support.contracts import assert_valid, sse_data
+from tests.support.replay import Replay
 from tests.support.requests import CHAT, chat
 
 
