@@ -24,8 +24,9 @@ calls whole, every event with ``usageMetadata`` (the prompt's count; the last on
 candidates'); no terminator event.
 
 Behaviours (`FakeUpstream.set_behaviour`, by model name) honoured here: ``status`` and
-``fail_times`` (Google's error shape), ``garbage``, ``content_filter``
-(``finishReason: "SAFETY"``), ``slow``/``hang``/``delay_ms``/``chunk_delay_ms`` and ``cut``.
+``fail_times`` (Google's error shape; ``retry_after`` as its ``RetryInfo`` detail),
+``garbage``, ``content_filter`` (``finishReason: "SAFETY"``),
+``slow``/``hang``/``delay_ms``/``chunk_delay_ms`` and ``cut``.
 """
 
 from __future__ import annotations
@@ -297,15 +298,20 @@ def _read(raw: bytes) -> tuple[dict[str, Any], Turn, int]:
 # --------------------------------------------------------------------------- answering
 
 
-def _error(status: int, message: str) -> web.Response:
-    payload = {
-        "error": {
-            "code": status,
-            "message": message,
-            "status": _STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"),
-        }
+def _error(status: int, message: str, retry_after: float | str | None = None) -> web.Response:
+    """Google's error shape; a retry hint goes where Google puts it, in a
+    `google.rpc.RetryInfo` detail (`"retryDelay": "7s"`), never in a header."""
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"),
     }
-    return web.Response(body=orjson.dumps(payload), status=status, content_type=_JSON)
+    if retry_after is not None:
+        delay = retry_after if isinstance(retry_after, str) else f"{retry_after:g}s"
+        error["details"] = [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+        ]
+    return web.Response(body=orjson.dumps({"error": error}), status=status, content_type=_JSON)
 
 
 def _response(
@@ -351,7 +357,7 @@ async def serve(upstream: FakeUpstream, request: web.BaseRequest, path: str) -> 
     if behaviour is not None:
         if fails:
             message = behaviour.message or f"fake upstream: injected HTTP {behaviour.status}"
-            return _error(behaviour.status, message)
+            return _error(behaviour.status, message, behaviour.retry_after)
         if behaviour.mode == "garbage":
             return web.Response(body=b'{"candidates": [{oops', content_type=_JSON)
     if method in ("batchEmbedContents", "embedContent"):

@@ -24,27 +24,24 @@ Decisions:
   always asks for usage; it drops that chunk for a client that did not);
   `message_stop` sets `finished` (without it the stream was cut).
 - The id is Anthropic's (`msg_...`, its logs know it); `model` is the deployment's.
-- JSON mode (`json_tool`, the forced tool `core.llm.anthropic_request.json_tool`
-  made of a JSON `response_format`): the tool's input is the content, its JSON
-  compact (a wrapped schema's `value` unwrapped), never a tool call; finish
-  `tool_use` -> `stop` (`max_tokens` stays `length`). A call of another tool, a
-  second call, an input that is not an object or a wrapped one without its value
-  is garbage. Anthropic writes no text before a forced call; text it writes without
-  one (a refusal) is the content as usual. Streamed, the input's pieces are content
-  deltas as they come, but a wrapped input is held until `message_delta` and sent
-  unwrapped in one delta (cut by `max_tokens`: what came of the value).
+- JSON mode: the forced tool's call is the content (`core.llm.anthropic_json`).
 """
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any
 
-import orjson
-
-from core.llm.anthropic_request import WRAPPED_KEY, JsonTool
+from core.llm.anthropic_json import (
+    JsonTool,
+    _dumps,
+    _forced,
+    _json_answer,
+    _json_finish,
+    _unwrapped,
+)
+from core.llm.translation import count, garbage
 from core.llm.types import Deployment, ProviderError
 from core.llm.wire import TranslatedStream
 
@@ -71,12 +68,6 @@ _ERROR_STATUS = {
     "overloaded_error": 529,
 }
 _MAX_MESSAGE = 2000
-# The start of a wrapped input's JSON text, before its value.
-_WRAPPED_START = re.compile(r'\s*\{\s*"' + WRAPPED_KEY + r'"\s*:\s*')
-
-
-def _garbage(deployment: Deployment, what: str) -> ProviderError:
-    return ProviderError("garbage", f"{deployment.id} answered {what}")
 
 
 def error(deployment: Deployment, data: Any) -> ProviderError:
@@ -94,24 +85,18 @@ def error(deployment: Deployment, data: Any) -> ProviderError:
 def finish_reason(deployment: Deployment, reason: Any) -> str:
     """OpenAI's finish reason for Anthropic's `stop_reason`."""
     if not isinstance(reason, str):
-        raise _garbage(deployment, "without a stop reason")
+        raise garbage(deployment, "without a stop reason")
     return _FINISH.get(reason, "stop")
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return None
-    return int(value)
 
 
 def usage(raw: Any) -> dict[str, Any] | None:
     """OpenAI's usage from Anthropic's, or None when it sent no figures."""
     if not isinstance(raw, dict):
         return None
-    fresh = _count(raw.get("input_tokens"))
-    written = _count(raw.get("cache_creation_input_tokens"))
-    read = _count(raw.get("cache_read_input_tokens"))
-    completion = _count(raw.get("output_tokens"))
+    fresh = count(raw.get("input_tokens"))
+    written = count(raw.get("cache_creation_input_tokens"))
+    read = count(raw.get("cache_read_input_tokens"))
+    completion = count(raw.get("output_tokens"))
     if fresh is None and written is None and read is None and completion is None:
         return None
     prompt = (fresh or 0) + (written or 0) + (read or 0)
@@ -134,43 +119,6 @@ def _call_id(value: Any) -> str:
     return value if isinstance(value, str) and value else f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _dumps(deployment: Deployment, value: Any) -> str:
-    """Compact JSON text of a parsed input (garbage if it has none: a huge integer)."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        raise _garbage(deployment, "a tool input that is not JSON") from None
-
-
-def _json_answer(deployment: Deployment, tool: JsonTool, given: Any, reason: str) -> str | None:
-    """The content of a JSON-mode answer: the forced tool's input, unwrapped."""
-    if not isinstance(given, dict):
-        raise _garbage(deployment, "the JSON tool's input not as an object")
-    if not tool.wrapped:
-        return _dumps(deployment, given)
-    if WRAPPED_KEY in given:
-        return _dumps(deployment, given[WRAPPED_KEY])
-    if reason == "length":
-        return None  # cut before the value
-    raise _garbage(deployment, "the JSON tool's input without its value")
-
-
-def _json_finish(deployment: Deployment, reason: str, answered: bool) -> str:
-    """The finish reason of a JSON-mode answer: the forced call is an answer's end."""
-    if reason != "tool_calls":
-        return reason
-    if not answered:
-        raise _garbage(deployment, "a tool_use stop without the JSON tool's call")
-    return "stop"
-
-
-def _forced(deployment: Deployment, tool: JsonTool, name: str, again: bool) -> None:
-    if name != tool.name:
-        raise _garbage(deployment, f"a call of {name[:64]!r}, not of the JSON tool")
-    if again:
-        raise _garbage(deployment, "the JSON tool called twice")
-
-
 def completion(
     deployment: Deployment, data: Any, *, json_tool: JsonTool | None = None
 ) -> dict[str, Any]:
@@ -180,7 +128,7 @@ def completion(
         raise error(deployment, data)
     content = data.get("content") if isinstance(data, dict) else None
     if not isinstance(content, list):
-        raise _garbage(deployment, "with an unexpected shape")
+        raise garbage(deployment, "with an unexpected shape")
     reason = finish_reason(deployment, data.get("stop_reason"))
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -191,7 +139,7 @@ def completion(
             texts.append(block["text"])
         elif kind == "tool_use":
             if not isinstance(block.get("name"), str):
-                raise _garbage(deployment, "a tool_use block without a name")
+                raise garbage(deployment, "a tool_use block without a name")
             arguments = block.get("input")
             if json_tool is not None:
                 _forced(deployment, json_tool, block["name"], answered)
@@ -273,7 +221,7 @@ class AnthropicStream(TranslatedStream):
             return self._end(event)
         if kind == "message_stop":
             if self._reason is None:
-                raise _garbage(self._deployment, "a stream without a stop reason")
+                raise garbage(self._deployment, "a stream without a stop reason")
             self.finished = True
             return []
         if kind == "error":
@@ -283,11 +231,11 @@ class AnthropicStream(TranslatedStream):
     def _started(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         block = event.get("content_block")
         if not isinstance(block, dict):
-            raise _garbage(self._deployment, "a content block without a body")
+            raise garbage(self._deployment, "a content block without a body")
         kind = block.get("type")
         index = event.get("index", len(self._blocks))
         if not isinstance(index, int):
-            raise _garbage(self._deployment, "a content block without an index")
+            raise garbage(self._deployment, "a content block without an index")
         self._blocks[index] = kind if isinstance(kind, str) else ""
         if kind == "text":
             text = block.get("text")
@@ -297,7 +245,7 @@ class AnthropicStream(TranslatedStream):
         if kind != "tool_use":
             return []  # thinking, server tools' blocks
         if not isinstance(block.get("name"), str):
-            raise _garbage(self._deployment, "a tool_use block without a name")
+            raise garbage(self._deployment, "a tool_use block without a name")
         if self._json is not None:
             return self._json_started(self._json, index, block)
         # The input streams as `input_json_delta`s; a start carrying it whole is taken too.
@@ -318,17 +266,17 @@ class AnthropicStream(TranslatedStream):
         index = event.get("index")
         kind = delta.get("type")
         if not isinstance(index, int) or index not in self._blocks:
-            raise _garbage(self._deployment, "a delta for a content block it had not started")
+            raise garbage(self._deployment, "a delta for a content block it had not started")
         if kind == "text_delta":
             text = delta.get("text")
             if self._blocks[index] != "text" or not isinstance(text, str):
-                raise _garbage(self._deployment, "a text delta outside a text block")
+                raise garbage(self._deployment, "a text delta outside a text block")
             return [*self._open(), self._chunk({"content": text})] if text else []
         if kind == "input_json_delta":
             piece = delta.get("partial_json")
             json_block = index == self._json_block
             if not (json_block or index in self._calls) or not isinstance(piece, str):
-                raise _garbage(self._deployment, "an input delta outside a tool_use block")
+                raise garbage(self._deployment, "an input delta outside a tool_use block")
             if not piece:
                 return []
             if json_block and self._json is not None:
@@ -352,7 +300,7 @@ class AnthropicStream(TranslatedStream):
             reason = _json_finish(self._deployment, reason, answered)
             text = None
             if answered and self._json.wrapped:
-                text = self._unwrapped(self._json, "".join(self._held), reason)
+                text = _unwrapped(self._deployment, self._json, "".join(self._held), reason)
                 self._held = []
             elif answered and not self._json_said and reason != "length":
                 text = "{}"  # no input streamed: Anthropic's empty input
@@ -377,7 +325,7 @@ class AnthropicStream(TranslatedStream):
         self._json_block = index
         given = block.get("input")
         if given is not None and not isinstance(given, dict):
-            raise _garbage(self._deployment, "the JSON tool's input not as an object")
+            raise garbage(self._deployment, "the JSON tool's input not as an object")
         # The input streams as `input_json_delta`s; a start carrying it whole is taken too.
         whole = _dumps(self._deployment, given) if given else ""
         return [*self._open(), *self._json_piece(tool, whole)]
@@ -390,14 +338,3 @@ class AnthropicStream(TranslatedStream):
             return []
         self._json_said = True
         return [self._chunk({"content": piece})]
-
-    def _unwrapped(self, tool: JsonTool, raw: str, reason: str) -> str | None:
-        """A wrapped input's value as JSON text; cut by `max_tokens`, what came of it."""
-        try:
-            given = orjson.loads(raw) if raw else {}  # nothing streamed: an empty input
-        except orjson.JSONDecodeError:
-            given = None
-        if isinstance(given, dict) and WRAPPED_KEY in given or reason != "length":
-            return _json_answer(self._deployment, tool, given, reason)
-        start = _WRAPPED_START.match(raw)
-        return raw[start.end() :] if start else None

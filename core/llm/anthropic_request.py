@@ -35,19 +35,8 @@ Decisions beyond the one-to-one names:
   completion tags) has no Anthropic counterpart and is dropped.
 - Numbers go as sent: one out of Anthropic's range (temperature above 1) is
   Anthropic's 400, its message to the client.
-- A JSON `response_format` (Anthropic has none) is a forced tool, as litellm did it
-  (`json_tool`; `core.llm.anthropic_answer` turns its call back into content):
-  `json_schema` offers one tool whose `input_schema` is the schema, `json_object`
-  (or a `json_schema` without a schema) one taking any object (litellm's `{"type":
-  "object", "properties": {}, "additionalProperties": true}`), and `tool_choice`
-  forces it, one call only (`disable_parallel_tool_use`). The tool is named after
-  the schema (OpenAI's name rule is Anthropic's tool name rule, and the model reads
-  the name), `JSON_TOOL_NAME` when there is no valid one; its description is the
-  schema's, else one saying the input is the answer. Anthropic's input is an object:
-  a schema of another top-level type (an array, a string, no type) is wrapped as the
-  required property `value` (its `$defs` hoisted beside it, so `#/$defs/...` refs
-  still resolve) and unwrapped on the way back. `strict` is not sent (Anthropic's
-  strict tool use is a beta). `text` is the default and changes nothing.
+- A JSON `response_format` (Anthropic has none) is a forced tool, one call only
+  (`core.llm.anthropic_json` holds the tool and its decisions).
 - JSON mode with the client's `tools` is refused: litellm added the JSON tool to
   them and forced it, overriding `tool_choice`, so the client's tools could never be
   called; offering both unforced would not guarantee JSON.
@@ -55,15 +44,15 @@ Decisions beyond the one-to-one names:
 
 from __future__ import annotations
 
-import binascii
-import re
-from base64 import b64decode
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from core.llm.types import Deployment, ProviderError
+from core.llm.anthropic_json import _json_mode
+from core.llm.anthropic_json import json_tool as json_tool  # re-exported
+from core.llm.anthropic_json import rejected as rejected  # re-exported, and used here
+from core.llm.media import data_image
+from core.llm.types import Deployment
 
 # Anthropic's endpoint below its base URL (https://api.anthropic.com), and the API
 # version every request names (`anthropic-version` header).
@@ -122,32 +111,6 @@ REFUSED = frozenset({"n", "functions", "function_call", "modalities", "audio"})
 _TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _SAME_NAME = ("temperature", "top_p", "top_k")
-# JSON mode's forced tool: its name when the schema gives no valid one (Anthropic's
-# tool names: 1 to 64 letters, digits, `_` or `-`), the description when it gives
-# none, and the property a schema that is not an object's is wrapped in.
-JSON_TOOL_NAME = "json_response"
-JSON_TOOL_DESCRIPTION = "Give your answer as this tool's input: the JSON the user asked for."
-WRAPPED_KEY = "value"
-_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-
-
-def _any_object() -> dict[str, Any]:
-    """Any object, as litellm spelled it for Anthropic (a fresh one per request)."""
-    return {"type": "object", "properties": {}, "additionalProperties": True}
-
-
-@dataclass(frozen=True, slots=True)
-class JsonTool:
-    """The forced tool a JSON `response_format` became: what the answer side needs
-    to turn its call back into content (`wrapped`: its input is `{"value": answer}`)."""
-
-    name: str
-    wrapped: bool
-
-
-def rejected(message: str) -> ProviderError:
-    """A request Anthropic cannot serve as asked: the client's 400, nobody's health."""
-    return ProviderError("status", message, status=400)
 
 
 # -- requests ---------------------------------------------------------------------------
@@ -204,75 +167,6 @@ def chat_body(deployment: Deployment, body: dict[str, Any], *, stream: bool) -> 
     if user:
         native["metadata"] = {"user_id": str(user)}
     return native
-
-
-def json_tool(body: dict[str, Any]) -> JsonTool | None:
-    """The forced tool `chat_body` makes of the body's JSON `response_format`, None
-    when there is none (no `response_format`, or `text`): the answer side's key to
-    its call. The same 400 as `chat_body` for a `response_format` it refuses."""
-    json_mode = _json_mode(body)
-    return json_mode[0] if json_mode is not None else None
-
-
-def _json_mode(body: dict[str, Any]) -> tuple[JsonTool, dict[str, Any]] | None:
-    """(the forced tool, its Anthropic definition) for a JSON `response_format`."""
-    response_format = body.get("response_format")
-    if response_format is None:
-        return None
-    if not isinstance(response_format, dict):
-        raise rejected("`response_format` must be an object.")
-    kind = response_format.get("type")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return JsonTool(JSON_TOOL_NAME, wrapped=False), _json_definition(
-            JSON_TOOL_NAME, None, _any_object()
-        )
-    if kind != "json_schema":
-        raise rejected(
-            f"`response_format` {str(kind)[:40]!r} is not text, json_object or json_schema."
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict):
-        raise rejected("A json_schema `response_format` needs its `json_schema` object.")
-    name = spec.get("name")
-    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
-        name = JSON_TOOL_NAME
-    schema = spec.get("schema")
-    if schema is None:
-        schema = _any_object()
-    elif not isinstance(schema, dict):
-        raise rejected("`response_format.json_schema.schema` must be a JSON Schema object.")
-    wrapped = schema.get("type") != "object"
-    if wrapped:
-        schema = _wrapped(schema)
-    return JsonTool(name, wrapped=wrapped), _json_definition(name, spec.get("description"), schema)
-
-
-def _wrapped(schema: dict[str, Any]) -> dict[str, Any]:
-    """An object schema whose required `value` is `schema`, its definitions hoisted to
-    the new root, where its `#/$defs/...` (or `#/definitions/...`) refs look."""
-    inner = {key: value for key, value in schema.items() if key not in ("$defs", "definitions")}
-    outer: dict[str, Any] = {
-        "type": "object",
-        "properties": {WRAPPED_KEY: inner},
-        "required": [WRAPPED_KEY],
-        "additionalProperties": False,
-    }
-    for key in ("$defs", "definitions"):
-        if key in schema:
-            outer[key] = schema[key]
-    return outer
-
-
-def _json_definition(name: str, description: Any, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": description
-        if isinstance(description, str) and description
-        else JSON_TOOL_DESCRIPTION,
-        "input_schema": schema,
-    }
 
 
 def _conversation(
@@ -343,24 +237,7 @@ def _user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
 
 
 def _image(image: dict[str, Any], i: int) -> dict[str, Any]:
-    """A `data:` URL's image as a base64 source; any other URL is refused."""
-    url = image.get("url")
-    if not isinstance(url, str) or not url.startswith("data:"):
-        raise rejected(
-            f"messages[{i}]: Anthropic deployments take images as data: URLs "
-            "(data:image/png;base64,...), not web URLs."
-        )
-    header, comma, data = url[5:].partition(",")
-    media_type, _, encoding = header.partition(";")
-    if not comma or encoding != "base64" or media_type not in _IMAGE_TYPES:
-        raise rejected(
-            f"messages[{i}]: an image must be a base64 data: URL of "
-            f"{', '.join(sorted(_IMAGE_TYPES))}."
-        )
-    try:
-        b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise rejected(f"messages[{i}]: the image's data: URL is not valid base64.") from None
+    media_type, data = data_image(image.get("url"), i, "Anthropic", _IMAGE_TYPES)
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 

@@ -18,10 +18,7 @@ endpoint paths `/v2/chat` and `/v2/embed` are added here.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-
-import orjson
 
 from core.llm.cohere_answer import CohereStream, completion, embeddings
 from core.llm.cohere_request import (
@@ -33,8 +30,8 @@ from core.llm.cohere_request import (
     embed_texts,
 )
 from core.llm.translated import TranslatedProvider
-from core.llm.types import Completion, Deployment, ProviderError, Usage
-from core.llm.wire import TranslatedStream, conform_embeddings
+from core.llm.types import Deployment
+from core.llm.wire import TranslatedStream
 
 
 class CohereProvider(TranslatedProvider):
@@ -55,32 +52,17 @@ class CohereProvider(TranslatedProvider):
     def _stream_state(self, deployment: Deployment, body: dict[str, Any]) -> TranslatedStream:
         return CohereStream(deployment)
 
-    async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
-        texts = embed_texts(body)
-        batches = [
-            texts[start : start + MAX_EMBED_TEXTS]
-            for start in range(0, len(texts), MAX_EMBED_TEXTS)
-        ]
-        if len(batches) == 1:
-            answers = [(len(texts), await self._embed_batch(deployment, texts, body))]
-        else:  # OpenAI takes 2048 inputs, Cohere 96 a call: the batches at once
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(self._embed_batch(deployment, batch, body))
-                        for batch in batches
-                    ]
-            except* ProviderError as failed:  # the first failure, as any call's
-                raise failed.exceptions[0] from None
-            answers = [(len(b), t.result()) for b, t in zip(batches, tasks, strict=True)]
-        data = embeddings(deployment, answers, body.get("encoding_format"))
-        conform_embeddings(data)
-        return Completion(orjson.dumps(data), data, Usage.from_openai(data["usage"]))
+    max_embed_texts = MAX_EMBED_TEXTS
 
-    async def _embed_batch(
+    def _embed_texts(self, body: dict[str, Any]) -> list[str]:
+        return embed_texts(body)
+
+    def _embed_request(
         self, deployment: Deployment, texts: list[str], body: dict[str, Any]
-    ) -> Any:
-        _, data = await self._fetch_json(
-            deployment, EMBED_PATH, embed_body(deployment, texts, body)
-        )
-        return data
+    ) -> tuple[str, dict[str, Any]]:
+        return EMBED_PATH, embed_body(deployment, texts, body)
+
+    def _embeddings(
+        self, deployment: Deployment, answers: list[tuple[int, Any]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return embeddings(deployment, answers, body.get("encoding_format"))

@@ -27,14 +27,13 @@ Decisions:
 
 from __future__ import annotations
 
-import base64
-import struct
 import time
 import uuid
 from typing import Any
 
 import orjson
 
+from core.llm.translation import count, embedding, garbage
 from core.llm.types import Deployment, ProviderError
 from core.llm.wire import TranslatedStream
 
@@ -47,10 +46,6 @@ _FINISH = {
 _MAX_MESSAGE = 2000
 
 
-def _garbage(deployment: Deployment, what: str) -> ProviderError:
-    return ProviderError("garbage", f"{deployment.id} answered {what}")
-
-
 def finish_reason(deployment: Deployment, reason: Any, error: Any = None) -> str:
     """OpenAI's finish reason for Cohere's; a failed generation as the failure it is."""
     if reason == "ERROR" or error:
@@ -59,15 +54,8 @@ def finish_reason(deployment: Deployment, reason: Any, error: Any = None) -> str
     if reason == "TIMEOUT":
         raise ProviderError("timeout", f"{deployment.id}: Cohere stopped the generation (time)")
     if not isinstance(reason, str):
-        raise _garbage(deployment, "without a finish reason")
+        raise garbage(deployment, "without a finish reason")
     return _FINISH.get(reason, "stop")
-
-
-def _count(value: Any) -> int | None:
-    """Cohere's token counts are JSON numbers (`37.0` as often as `37`)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return None
-    return int(value)
 
 
 def usage(raw: Any) -> dict[str, int] | None:
@@ -76,8 +64,8 @@ def usage(raw: Any) -> dict[str, int] | None:
         return None
     for source in (raw.get("billed_units"), raw.get("tokens")):
         if isinstance(source, dict):
-            prompt = _count(source.get("input_tokens"))
-            completion = _count(source.get("output_tokens"))
+            prompt = count(source.get("input_tokens"))
+            completion = count(source.get("output_tokens"))
             if prompt is not None or completion is not None:
                 prompt, completion = prompt or 0, completion or 0
                 return {
@@ -115,7 +103,7 @@ def _calls(deployment: Deployment, raw: Any) -> list[dict[str, Any]]:
     for call in raw or ():
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _garbage(deployment, "a tool call without a function name")
+            raise garbage(deployment, "a tool call without a function name")
         calls.append(
             {
                 "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
@@ -133,7 +121,7 @@ def completion(deployment: Deployment, data: Any) -> dict[str, Any]:
     """A `chat.completion` for Cohere's non-streamed answer."""
     message = data.get("message") if isinstance(data, dict) else None
     if not isinstance(message, dict):
-        raise _garbage(deployment, "with an unexpected shape")
+        raise garbage(deployment, "with an unexpected shape")
     reason = finish_reason(deployment, data.get("finish_reason"))
     answer: dict[str, Any] = {
         "role": "assistant",
@@ -165,19 +153,13 @@ def embeddings(
     for sent, data in answers:
         vectors = ((data.get("embeddings") if isinstance(data, dict) else None) or {}).get("float")
         if not isinstance(vectors, list) or len(vectors) != sent:
-            raise _garbage(deployment, "without one float embedding per text")
+            raise garbage(deployment, "without one float embedding per text")
         for vector in vectors:
-            embedding: Any = vector
-            if encoding == "base64":  # OpenAI's: little-endian float32, base64
-                try:
-                    packed = struct.pack(f"<{len(vector)}f", *vector)
-                except (struct.error, TypeError) as exc:
-                    raise _garbage(deployment, "an embedding that is not numbers") from exc
-                embedding = base64.b64encode(packed).decode()
-            items.append({"object": "embedding", "index": len(items), "embedding": embedding})
+            value = embedding(deployment, vector, encoding)
+            items.append({"object": "embedding", "index": len(items), "embedding": value})
         meta = data.get("meta")
         units = meta.get("billed_units") if isinstance(meta, dict) else None
-        billed += (_count(units.get("input_tokens")) if isinstance(units, dict) else None) or 0
+        billed += (count(units.get("input_tokens")) if isinstance(units, dict) else None) or 0
     return {
         "object": "list",
         "data": items,
@@ -230,9 +212,9 @@ class CohereStream(TranslatedStream):
         if isinstance(call, list):  # one object by the schema; a list of one is the same
             call = call[0] if call else None
         if not isinstance(call, dict) or not isinstance(function := call.get("function"), dict):
-            raise _garbage(self._deployment, "a tool call without a function")
+            raise garbage(self._deployment, "a tool call without a function")
         if not isinstance(function.get("name"), str):
-            raise _garbage(self._deployment, "a tool call without a function name")
+            raise garbage(self._deployment, "a tool call without a function name")
         index = len(self._calls)
         self._calls[self._index(event, default=index)] = index
         return {
@@ -250,7 +232,7 @@ class CohereStream(TranslatedStream):
         call just started, or the last one); anything else is Cohere's garbage."""
         index = event.get("index", default)
         if type(index) is not int:  # bool is an int subclass, and no index
-            raise _garbage(self._deployment, "a tool-call event whose index is no integer")
+            raise garbage(self._deployment, "a tool-call event whose index is no integer")
         return index
 
     def _arguments(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +241,7 @@ class CohereStream(TranslatedStream):
         piece = function.get("arguments") if isinstance(function, dict) else None
         index = self._calls.get(self._index(event, default=len(self._calls) - 1), -1)
         if index < 0 or not isinstance(piece, str):
-            raise _garbage(self._deployment, "a tool-call delta it had not started")
+            raise garbage(self._deployment, "a tool-call delta it had not started")
         return {"index": index, "function": {"arguments": piece}}
 
     def _end(self, event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, StringConstraints, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.llm.providers import BUILTIN_PROVIDERS, PROVIDERS, ProviderKind
+from core.llm.providers import BUILTIN_PROVIDERS, PROVIDERS, ProviderKind, Transport
 from core.yaml_models import (
     Loc,
     StrictModel,
@@ -91,6 +91,8 @@ class ProviderConfig(StrictModel):
     kind: ProviderKind
     api_base: str | None = None
     api_key_env: Annotated[str, StringConstraints(pattern=ENV_VAR_PATTERN)] | None = None
+    # `litellm`: litellm's translation instead of Skygate's own (Anthropic, Gemini).
+    translation: Literal["native", "litellm"] = "native"
 
     @field_validator("api_base")
     @classmethod
@@ -121,7 +123,27 @@ class ProviderConfig(StrictModel):
                     )
                 ],
             )
+        if self.translation == "litellm" and not PROVIDERS[self.kind].litellm_translates:
+            kinds = ", ".join(k for k, spec in PROVIDERS.items() if spec.litellm_translates)
+            raise_field_errors(
+                "ProviderConfig",
+                [
+                    field_error(
+                        ("translation",),
+                        "translation",
+                        "litellm translates only kinds {kinds}, not {kind}",
+                        "litellm",
+                        kinds=kinds,
+                        kind=self.kind,
+                    )
+                ],
+            )
         return self
+
+    @property
+    def transport(self) -> Transport:
+        """How its deployments are called (`core.llm.providers.ProviderSpec.transport`)."""
+        return "litellm" if self.translation == "litellm" else PROVIDERS[self.kind].transport
 
 
 class DeploymentConfig(StrictModel):

@@ -118,9 +118,13 @@ class DirectProvider:
                 "status",
                 upstream_message(raw) or f"The provider answered HTTP {response.status}.",
                 status=response.status,
-                retry_after=parse_retry_after(response.headers),
+                retry_after=self._retry_after(response.headers, raw),
             )
         return response
+
+    def _retry_after(self, headers: Any, raw: bytes) -> float | None:
+        """The wait an error answer asks for: `Retry-After` (or `retry-after-ms`)."""
+        return parse_retry_after(headers)
 
     async def _fetch_json(
         self, deployment: Deployment, path: str, body: dict[str, Any]

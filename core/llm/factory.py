@@ -23,6 +23,7 @@ from core.llm.costs import CostTable
 from core.llm.defaults import ProviderCredentials, config_from_providers, demo_config
 from core.llm.demo import DemoProvider
 from core.llm.direct import DirectProvider
+from core.llm.gemini import GeminiProvider
 from core.llm.litellm_import import litellm_module
 from core.llm.litellm_provider import LiteLLMProvider
 from core.llm.providers import PROVIDERS
@@ -38,6 +39,7 @@ log = structlog.get_logger("skygate.router")
 NATIVE: dict[str, type[TranslatedProvider]] = {
     "cohere": CohereProvider,
     "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
 
@@ -113,7 +115,7 @@ def _deployments(
                     rpm=spec.rpm,
                     tpm=spec.tpm,
                     max_tokens=spec.max_tokens or options.get("max_tokens"),
-                    transport=provider.transport,
+                    transport=(declared.transport if declared and not demo else provider.transport),
                     defaults=(
                         {"temperature": settings.openai_temperature}
                         if kind == "openai" and settings.openai_temperature is not None
@@ -166,7 +168,6 @@ def litellm_models(settings: Settings) -> set[tuple[str, str]]:
     for group in config.model_groups:
         for spec in group.deployments:
             declared = config.providers.get(spec.provider)
-            provider = PROVIDERS[declared.kind if declared else spec.provider]
-            if provider.transport == "litellm":
-                models.add((provider.litellm_prefix, spec.model))
+            if declared is not None and declared.transport == "litellm":
+                models.add((PROVIDERS[declared.kind].litellm_prefix, spec.model))
     return models

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-Transport = Literal["direct", "litellm", "cohere", "anthropic", "demo"]
+Transport = Literal["direct", "litellm", "cohere", "anthropic", "gemini", "demo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +30,19 @@ class ProviderSpec:
 
     kind: str
     # How a call reaches it: `direct` speaks OpenAI's protocol over aiohttp (no litellm
-    # import), `cohere` and `anthropic` their provider's own API over the same machinery
-    # (`core.llm.cohere`, `core.llm.anthropic`), `litellm` translates, `demo` answers
-    # offline.
+    # import), `cohere`, `anthropic` and `gemini` their provider's own API over the same
+    # machinery (`core.llm.cohere`, `core.llm.anthropic`, `core.llm.gemini`), `demo`
+    # answers offline.
     transport: Transport
+    # A provider declared with `translation: litellm` in the router config goes through
+    # litellm's translation instead (`core.llm.litellm_provider`): the kinds whose
+    # litellm path is tested (tests/providers).
+    litellm_translates: bool = False
     # The Settings fields holding its key and base URL override; their env vars are the
     # upper-case names. None: it has no environment settings of its own.
     key_setting: str | None = None
     base_setting: str | None = None
     # The base URL used when neither the router config nor the settings give one.
-    # None for litellm providers: litellm knows their endpoints.
     default_base: str | None = None
     # The model group served when only the provider's key is set (no ROUTER_CONFIG).
     # None: no default group (OpenAI's comes from OPENAI_MODEL / OPENAI_MODEL_FALLBACK).
@@ -84,14 +87,18 @@ _TABLE = (
         default_base="https://api.anthropic.com",
         default_model="claude-haiku-4-5",
         litellm_prefix="anthropic",
+        litellm_translates=True,
     ),
     ProviderSpec(
         "google",
-        "litellm",
+        "gemini",
         key_setting="google_ai_api_key",
         base_setting="google_ai_api_base",
+        # The version root: `core.llm.gemini` adds `/models/{model}:{method}`.
+        default_base="https://generativelanguage.googleapis.com/v1beta",
         default_model="gemini-2.5-flash",
         litellm_prefix="gemini",
+        litellm_translates=True,
         otel_name="gcp.gemini",
     ),
     ProviderSpec(

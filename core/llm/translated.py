@@ -3,10 +3,11 @@ direct path's HTTP machinery (`core.llm.direct.DirectProvider`: one shared aioht
 session per worker, an HTTP error status with the provider's message and
 `Retry-After` as a `ProviderError` by cause).
 
-A subclass names its endpoint and its pure translation (`_chat`, `_completion`,
-`_stream_state`); the calls, the stream's event reading and its end are the same for
-every such provider, and live here. Answers then pass `core.llm.wire` like every
-provider's.
+A subclass names its endpoints and its pure translation (`_chat`, `_completion`,
+`_stream_state`; for embeddings `_embed_texts`, `_embed_request`, `_embeddings` and
+`max_embed_texts`); the calls, the stream's event reading and its end, and the
+embedding batches are the same for every such provider, and live here. Answers then
+pass `core.llm.wire` like every provider's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 
 from core.llm.direct import DirectProvider
 from core.llm.types import Chunk, Completion, Deployment, ProviderError, Usage
-from core.llm.wire import StreamShape, TranslatedStream, conform_completion
+from core.llm.wire import StreamShape, TranslatedStream, conform_completion, conform_embeddings
 
 
 class TranslatedProvider(DirectProvider):
@@ -42,6 +43,25 @@ class TranslatedProvider(DirectProvider):
         raise NotImplementedError
 
     def _stream_state(self, deployment: Deployment, body: dict[str, Any]) -> TranslatedStream:
+        raise NotImplementedError
+
+    # Texts the provider embeds per call (OpenAI takes 2048 inputs in one).
+    max_embed_texts = 1
+
+    def _embed_texts(self, body: dict[str, Any]) -> list[str]:
+        """The texts of an OpenAI embeddings `body`."""
+        raise NotImplementedError
+
+    def _embed_request(
+        self, deployment: Deployment, texts: list[str], body: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """(path, the provider's request) embedding one batch of `texts`."""
+        raise NotImplementedError
+
+    def _embeddings(
+        self, deployment: Deployment, answers: list[tuple[int, Any]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """OpenAI's embeddings list from the answers, one per batch: (texts sent, answer)."""
         raise NotImplementedError
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
@@ -77,6 +97,33 @@ class TranslatedProvider(DirectProvider):
         last = shape.last()
         if last is not None:
             yield last
+
+    async def embed(self, deployment: Deployment, body: dict[str, Any]) -> Completion:
+        texts = self._embed_texts(body)
+        size = self.max_embed_texts
+        batches = [texts[start : start + size] for start in range(0, len(texts), size)]
+        if len(batches) == 1:
+            answers = [(len(texts), await self._embed_batch(deployment, texts, body))]
+        else:  # more than one call takes: the batches at once
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(self._embed_batch(deployment, batch, body))
+                        for batch in batches
+                    ]
+            except* ProviderError as failed:  # the first failure, as any call's
+                raise failed.exceptions[0] from None
+            answers = [(len(b), t.result()) for b, t in zip(batches, tasks, strict=True)]
+        data = self._embeddings(deployment, answers, body)
+        conform_embeddings(data)
+        return Completion(orjson.dumps(data), data, Usage.from_openai(data["usage"]))
+
+    async def _embed_batch(
+        self, deployment: Deployment, texts: list[str], body: dict[str, Any]
+    ) -> Any:
+        path, native = self._embed_request(deployment, texts, body)
+        _, data = await self._fetch_json(deployment, path, native)
+        return data
 
     @staticmethod
     async def _events(

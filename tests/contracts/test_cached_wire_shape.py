@@ -24,8 +24,8 @@ from tests.support.contracts import assert_valid, assert_valid_stream
 from tests.support.llm import LLMApp
 from tests.support.requests import CHAT, chat
 
-GROUPS = ["primary", "solo", "claude"]
-IDS = ["direct", "direct-sloppy", "anthropic"]
+GROUPS = ["primary", "solo", "claude", "claude-litellm"]
+IDS = ["direct", "direct-sloppy", "anthropic", "anthropic-litellm"]
 WEATHER = {
     "type": "function",
     "function": {
@@ -75,8 +75,8 @@ async def test_cached_answer_and_its_replay_have_openais_shape(
     text = "weather in Paris?" if tools else "cache this answer"
     body = chat(text, model=group, max_tokens=50, **({"tools": [WEATHER]} if tools else {}))
     async with (
-        llm_app(redis_url=redis_url) as (app, client),
-        llm_app(redis_url=redis_url) as (_, other),
+        llm_app(redis_url=redis_url, litellm=True) as (app, client),
+        llm_app(redis_url=redis_url, litellm=True) as (_, other),
     ):
         first = await post(client, body, cache="miss")
         data = await stored(app, other, body)
@@ -94,8 +94,8 @@ async def test_stored_stream_and_its_replay_have_openais_shape(
     text = "weather in Paris today?" if tools else "cache this stream"
     body = chat(text, model=group, max_tokens=50, **({"tools": [WEATHER]} if tools else {}))
     async with (
-        llm_app(redis_url=redis_url) as (app, client),
-        llm_app(redis_url=redis_url) as (_, other),
+        llm_app(redis_url=redis_url, litellm=True) as (app, client),
+        llm_app(redis_url=redis_url, litellm=True) as (_, other),
     ):
         live = await post(
             client, body, cache="miss", stream=True, stream_options={"include_usage": True}

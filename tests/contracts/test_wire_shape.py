@@ -1,12 +1,13 @@
 """One OpenAI wire shape for every path: live answers through the real app, validated
 with OpenAI's published schemas (`tests/support/contracts.py`).
 
-Three upstreams stand behind the gateway, all real HTTP servers (`bench.fake_upstream`):
+Four upstreams stand behind the gateway, all real HTTP servers (`bench.fake_upstream`):
 - `primary`: an OpenAI-compatible server speaking OpenAI's format as OpenAI does (the
   direct path passes its bytes through);
 - `solo`: one that bends it as some compatible servers do (`sloppy` mode: nulls where the
   schema wants absence, no `refusal`/`logprobs`, usage on the finish chunk);
-- `claude`: Anthropic's Messages API, translated natively (`core.llm.anthropic`).
+- `claude`: Anthropic's Messages API, translated natively (`core.llm.anthropic`);
+- `claude-litellm`: the same API through litellm's translation (`translation: litellm`).
 Whatever answered, the client gets the same shape. Cached answers and replays:
 `test_cached_wire_shape.py`; errors: `test_error_shape.py`.
 """
@@ -26,8 +27,8 @@ from tests.support.contracts import assert_valid, assert_valid_stream, sse_data,
 from tests.support.llm import LLMApp
 from tests.support.requests import CHAT, chat
 
-GROUPS = ["primary", "solo", "claude"]
-IDS = ["direct", "direct-sloppy", "anthropic"]
+GROUPS = ["primary", "solo", "claude", "claude-litellm"]
+IDS = ["direct", "direct-sloppy", "anthropic", "anthropic-litellm"]
 WEATHER = {
     "type": "function",
     "function": {
@@ -99,7 +100,7 @@ async def test_the_sloppy_upstream_really_breaks_the_schema(upstream: FakeUpstre
 
 @pytest.mark.parametrize("group", GROUPS, ids=IDS)
 async def test_answers_have_openais_shape(llm_app: LLMApp, group: str) -> None:
-    async with llm_app() as (_, client):
+    async with llm_app(litellm=True) as (_, client):
         data = await completion(client, ask(group, "shape of a plain answer"))
         message = data["choices"][0]["message"]
         assert message["content"] == "echo: shape of a plain answer"
@@ -115,7 +116,7 @@ async def test_streams_have_openais_shape(llm_app: LLMApp, group: str, include_u
     """With `include_usage` the usage is a last chunk of its own with `choices: []`,
     also from the upstream that sends it on its finish chunk; without it, none."""
     text = f"shape of a stream, usage {include_usage}"
-    async with llm_app() as (_, client):
+    async with llm_app(litellm=True) as (_, client):
         chunks = await stream(client, ask(group, text), include_usage=include_usage)
         assert text_of(chunks) == f"echo: {text}"
         finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
@@ -130,7 +131,7 @@ async def test_tool_calls_have_openais_shape_and_go_back_as_sent(
 ) -> None:
     """A tool call, streamed or not, and the follow-up turn that sends the assistant
     message back exactly as it arrived (a strict client does no clean-up)."""
-    async with llm_app() as (_, client):
+    async with llm_app(litellm=True) as (_, client):
         data = await completion(client, ask(group, "weather in Paris?", tools=[WEATHER]))
         choice = data["choices"][0]
         assert choice["finish_reason"] == "tool_calls"
@@ -169,7 +170,7 @@ async def test_tool_calls_have_openais_shape_and_go_back_as_sent(
 
 async def test_the_sdk_reads_every_path_alike(llm_app: LLMApp) -> None:
     """The official SDK parses each path's answers into the same typed objects."""
-    async with llm_app() as (app, _):
+    async with llm_app(litellm=True) as (app, _):
         transport = httpx.ASGITransport(app=app)
         async with (
             httpx.AsyncClient(transport=transport) as http,
@@ -234,7 +235,7 @@ async def test_demo_model_has_openais_shape(app_factory: AppFactory) -> None:
 async def test_embeddings_have_openais_shape(llm_app: LLMApp) -> None:
     """Floats only: OpenAI's own base64 answers hold a string where its schema has an
     array, so that format is outside the schema wherever it comes from."""
-    async with llm_app() as (_, client):
+    async with llm_app(litellm=True) as (_, client):
         for body in (
             {"model": "embed", "input": "one"},
             {"model": "embed", "input": ["one", "two"], "encoding_format": "float"},
@@ -245,7 +246,7 @@ async def test_embeddings_have_openais_shape(llm_app: LLMApp) -> None:
 
 
 async def test_models_have_openais_shape(llm_app: LLMApp, app_factory: AppFactory) -> None:
-    async with llm_app() as (_, client):
+    async with llm_app(litellm=True) as (_, client):
         listed = (await client.get("/api/v1/models")).json()
         assert_valid("ListModelsResponse", listed)
         assert {m["id"] for m in listed["data"]} >= {"primary", "claude", "embed"}

@@ -1,13 +1,13 @@
-"""Run in a fresh interpreter by `test_litellm_imports.py`: every litellm-translated
-provider kind's chat (with tools), streaming (with tools) and embedding path, through
-`LiteLLMProvider` against the fake upstream on 127.0.0.1, with every other connection
-refused. Prints one JSON object: the calls that failed (with the exception chain's
-types and messages) and the installed distributions the process loaded.
+"""Run in a fresh interpreter by `test_litellm_imports.py`: every provider kind litellm may
+translate (`translation: litellm`): its chat (with tools), streaming (with tools) and
+embedding path, through `LiteLLMProvider` against the fake upstream on 127.0.0.1, with
+every other connection refused. Prints one JSON object: the calls that failed (with the
+exception chain's types and messages) and the installed distributions the process
+loaded.
 
 A fresh process matters: the test session has imported more than a worker does, and a
 module litellm imports lazily on one of these paths is imported here only if the path
-really takes it.
-"""
+really takes it."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def _exercise(upstream: FakeUpstream, failures: dict[str, list[str]]) -> N
     provider = LiteLLMProvider()
     chat = {"messages": [{"role": "user", "content": "weather in Paris?"}], "tools": [TOOL]}
     for kind, spec in PROVIDERS.items():
-        if spec.transport != "litellm":
+        if not spec.litellm_translates:
             continue
         if kind not in CASES:
             failures[kind] = ["no case in tests/providers/litellm_paths.py"]

@@ -3,10 +3,10 @@
 litellm imports many modules lazily, on the first call that needs them, and some of
 those need optional packages: a tool call once needed `mcp`, which requirements.txt did
 not pin, so every Anthropic request with tools failed in production while the test
-environment (with more installed) passed. Here, for every litellm-translated provider
-kind in the provider table, a fresh interpreter runs the chat call with tools, the
-streamed call with tools and the embedding call (`litellm_paths.py`, against the fake
-upstream, no other network), and then:
+environment (with more installed) passed. Here, for every provider kind the router
+config may send through litellm (`translation: litellm`), a fresh interpreter runs the
+chat call with tools, the streamed call with tools and the embedding call
+(`litellm_paths.py`, against the fake upstream, no other network), and then:
 - every call must succeed: an ImportError on any of those paths fails this test, not a
   client's request;
 - every installed distribution the process loaded must be pinned in requirements.txt:
@@ -44,7 +44,7 @@ def _normal(name: str) -> str:
 
 
 def test_every_litellm_provider_path_imports_with_the_pinned_requirements() -> None:
-    assert any(spec.transport == "litellm" for spec in PROVIDERS.values())
+    assert any(spec.litellm_translates for spec in PROVIDERS.values())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, str(SCRIPT)],

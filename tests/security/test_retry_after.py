@@ -3,7 +3,8 @@
 `Retry-After: 30s` raised ValueError out of the direct path (HTTP 500
 `internal_error`, no retry, no fallback), and `inf` reached `round(inf)`. Every
 form now parses safely: garbage is ignored and the normal retry and fallback
-happen, on the direct (OpenAI-compatible) path and the translated (Anthropic) one.
+happen, on the direct (OpenAI-compatible) path, the translated (Anthropic) one and
+litellm's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from core.llm.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after, ret
 from core.llm.router import NoDeploymentAvailable
 from core.llm.types import ProviderError
 from tests.support.app import make_settings, running_app
-from tests.support.llm import router_yaml
+from tests.support.llm import LITELLM_CLAUDE, router_yaml
 
 CHAT = "/api/v1/chat/completions"
 App = Callable[[], AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
@@ -119,12 +120,20 @@ def test_the_client_error_never_raises_and_its_header_is_whole_seconds(
 def app(
     upstream: FakeUpstream, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> App:
-    """`primary` (direct) and `claude` (Anthropic) both fall back to `backup`; the
-    breakers never open, so every request walks the failing deployment first."""
+    """`primary` (direct), `claude` (Anthropic) and `claude-litellm` (Anthropic through
+    litellm) all fall back to `backup`; the breakers never open, so every request
+    walks the failing deployment first."""
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "fake-anthropic-key")
-    config = router_yaml(upstream, attempts=1, cooldown_failures=100, max_retry_after=1.0)
+    config = router_yaml(
+        upstream, attempts=1, cooldown_failures=100, max_retry_after=1.0, litellm=True
+    )
     path = tmp_path / "router.yaml"
-    path.write_text(config + "  claude: [backup]\n")
+    path.write_text(
+        config.replace(
+            "  primary: [backup]\n",
+            "  primary: [backup]\n  claude: [backup]\n  claude-litellm: [backup]\n",
+        )
+    )
 
     def factory() -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]:
         settings = make_settings(router_config=str(path), database_url=sqlite_url)
@@ -135,8 +144,12 @@ def app(
 
 @pytest.mark.parametrize(
     ("group", "failing"),
-    [("primary", "primary-1"), ("claude", "claude-haiku-4-5")],
-    ids=["direct", "anthropic"],
+    [
+        ("primary", "primary-1"),
+        ("claude", "claude-haiku-4-5"),
+        ("claude-litellm", LITELLM_CLAUDE),
+    ],
+    ids=["direct", "anthropic", "anthropic-litellm"],
 )
 @pytest.mark.parametrize("status", [429, 503])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from core.llm.anthropic_answer import AnthropicStream, completion
-from core.llm.anthropic_request import JsonTool, chat_body
+from core.llm.anthropic_json import JsonTool
+from core.llm.anthropic_request import chat_body
 from core.llm.types import Deployment, ProviderError
 from tests.support.contracts import assert_valid
 

@@ -31,6 +31,9 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         await server.stop()
 
 
+LITELLM_CLAUDE = "claude-sonnet-4-5"  # `claude-litellm`'s model (the fake counts calls by model)
+
+
 def router_yaml(
     upstream: FakeUpstream,
     *,
@@ -39,10 +42,20 @@ def router_yaml(
     cooldown_failures: int = 2,
     cooldown_seconds: float = 1.0,
     max_retry_after: float = 1.0,
+    litellm: bool = False,
 ) -> str:
     """Groups `primary` (alias `fast`) -> fallback `backup`, `solo` (no fallback),
-    `claude` (Anthropic) and `embed`, all served by the fake."""
-    return textwrap.dedent(f"""\
+    `claude` (Anthropic) and `embed`, all served by the fake; with `litellm`, also
+    `claude-litellm` (Anthropic through litellm's translation, `translation: litellm`)."""
+    extra = (
+        "  - name: claude-litellm\n    deployments:\n"
+        f"      - {{provider: fake-anthropic-litellm, model: {LITELLM_CLAUDE}, "
+        f"timeout_seconds: {timeout}}}\n"
+        if litellm
+        else ""
+    )
+    return (
+        textwrap.dedent(f"""\
         retry:
           attempts: {attempts}
           backoff_seconds: 0.01
@@ -59,6 +72,13 @@ def router_yaml(
             kind: anthropic
             api_base: {upstream.root_url}
             api_key_env: FAKE_ANTHROPIC_KEY
+          fake-anthropic-litellm:
+            kind: anthropic
+            api_base: {upstream.root_url}
+            api_key_env: FAKE_ANTHROPIC_KEY
+            translation: litellm
+        fallbacks:
+          primary: [backup]
         model_groups:
           - name: primary
             aliases: [fast]
@@ -76,9 +96,9 @@ def router_yaml(
           - name: embed
             deployments:
               - {{provider: fake, model: embed-1}}
-        fallbacks:
-          primary: [backup]
         """)
+        + extra
+    )
 
 
 def priced_router(upstream: FakeUpstream, path: Path, *, timeout: float = 30) -> str:
@@ -118,7 +138,14 @@ def llm_app(
             k: options.pop(k)
             for k in list(options)
             if k
-            in {"timeout", "attempts", "cooldown_failures", "cooldown_seconds", "max_retry_after"}
+            in {
+                "timeout",
+                "attempts",
+                "cooldown_failures",
+                "cooldown_seconds",
+                "max_retry_after",
+                "litellm",
+            }
         }
         if "router_config" not in options:
             path = tmp_path / "router.yaml"

@@ -2,10 +2,10 @@
 upstream (`bench.fake_upstream` with `bench.fake_gemini` and `bench.fake_cohere`), and
 what each provider's request looks like natively, for tests that assert what reached it.
 
-Groups: `anthropic` (Messages API) and `gemini` (generateContent), translated by
-litellm, `cohere` (Chat v2), translated natively (`core.llm.cohere`), and `openai` (an
-OpenAI-compatible server on the direct path, for parity); embeddings: `gemini-embed`,
-`cohere-embed`, `openai-embed`.
+Groups: `anthropic` (Messages API), `gemini` (generateContent) and `cohere` (Chat v2),
+each translated natively (`core.llm.anthropic`, `core.llm.gemini`, `core.llm.cohere`),
+and `openai` (an OpenAI-compatible server on the direct path, for parity); embeddings:
+`gemini-embed`, `cohere-embed`, `openai-embed`.
 """
 
 from __future__ import annotations

@@ -544,3 +544,27 @@ def test_direct_validation_also_checks_cross_references() -> None:
         )
     locs = [error["loc"] for error in caught.value.errors()]
     assert locs == [("model_groups", 0, "deployments", 0, "provider"), ("fallbacks", "a", 0)]
+
+
+def test_litellm_translation_is_for_the_kinds_it_translates(tmp_path: Path) -> None:
+    """`translation: litellm` swaps Skygate's own translation for litellm's, for the
+    kinds whose litellm path is tested; elsewhere it is a line-numbered error."""
+    text = GROUPS + (
+        "providers:\n"
+        "  claude-via-litellm: {kind: anthropic, translation: litellm}\n"
+        "  gemini-via-litellm: {kind: google, translation: litellm}\n"
+        "  cohere-via-litellm: {kind: cohere, translation: litellm}\n"
+    )
+    assert only_problem(tmp_path, text) == (
+        "14: providers.cohere-via-litellm.translation: litellm translates only kinds "
+        "anthropic, google, not cohere"
+    )
+    config = load_router_config(
+        write(tmp_path, GROUPS + text[len(GROUPS) :].rsplit("  cohere", 1)[0])
+    )
+    assert {name: p.transport for name, p in config.providers.items()} == {
+        "claude-via-litellm": "litellm",
+        "gemini-via-litellm": "litellm",
+    }
+    native = load_router_config(write(tmp_path, GROUPS + "providers:\n  c: {kind: anthropic}\n"))
+    assert native.providers["c"].transport == "anthropic"

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     from core.llm.litellm_import import preload_litellm
     from core.llm.providers import PROVIDERS
 
-    preload_litellm([("gemini", "gemini-2.5-flash")])
+    preload_litellm([("anthropic", "claude-haiku-4-5"), ("gemini", "gemini-2.5-flash")])
     during_preload = {"connections": list(connections), "threads": threading.active_count()}
 
     from bench.fake_upstream import FakeUpstream
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
 
     TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}}}}
-    CASES = {"google": ("gemini-2.5-flash", "/v1beta")}
+    CASES = {"anthropic": ("claude-haiku-4-5", ""), "google": ("gemini-2.5-flash", "/v1beta")}
 
     async def main():
         upstream = FakeUpstream()
@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent("""
                     failed.append(f"{kind}: {exc!r}"[:300])
         await upstream.stop()
         new = sorted(m for m in set(sys.modules) - before if m.startswith(("litellm", "anyio")))
-        litellm_kinds = sorted(k for k, s in PROVIDERS.items() if s.transport == "litellm")
+        litellm_kinds = sorted(k for k, s in PROVIDERS.items() if s.litellm_translates)
         print(json.dumps({**during_preload, "failed": failed, "imported_by_calls": new,
                           "litellm_kinds": litellm_kinds}))
 
@@ -79,8 +79,8 @@ def test_preload_connects_nowhere_starts_no_thread_and_leaves_nothing_to_import(
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["connections"] == []
     assert report["threads"] == 1
-    # a kind translated by litellm that this test does not call would go unchecked
-    assert report["litellm_kinds"] == ["google"]
+    # a kind litellm may translate that this test does not call would go unchecked
+    assert report["litellm_kinds"] == ["anthropic", "google"]
     assert report["failed"] == []
     # Each name here belongs in litellm_import.FIRST_CALL_MODULES (or is imported by one).
     assert report["imported_by_calls"] == []

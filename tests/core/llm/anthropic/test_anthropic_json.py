@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.llm.anthropic_request import (
+from core.llm.anthropic_json import (
     JSON_TOOL_DESCRIPTION,
     JSON_TOOL_NAME,
     JsonTool,
