@@ -1,11 +1,12 @@
-"""Providers that do not speak OpenAI's protocol (Anthropic, Gemini) through
-litellm's translation (Cohere is translated natively: `core.llm.cohere`). litellm
-is imported only here and beside it (`litellm_import`: the import;
-`litellm_errors`: its exceptions by cause; `wire`: its answers in OpenAI's shape).
+"""litellm's translation, for a provider declared `translation: litellm` in the router
+config (kinds `anthropic` and `google`; Skygate translates every built-in provider
+itself: `core.llm.anthropic`, `core.llm.gemini`, `core.llm.cohere`). litellm is
+imported only here and beside it (`litellm_import`: the import; `litellm_errors`: its
+exceptions by cause; `wire`: its answers in OpenAI's shape).
 
 litellm is imported lazily, on the first call or at start when such a
-deployment is configured, so a gateway serving only OpenAI-compatible
-providers never pays its ~1.5 s import and ~160 MiB per worker. Its model cost
+deployment is configured, so a gateway without one never pays its ~1.8 s import
+and ~160 MiB per worker. Its model cost
 map is forced to the bundled local copy: nothing is fetched from the network.
 
 litellm's keyword arguments mix OpenAI's parameters with its own settings
