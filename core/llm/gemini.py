@@ -37,6 +37,7 @@ from core.llm.translated import TranslatedProvider
 from core.llm.types import Deployment
 from core.llm.wire import TranslatedStream
 
+CHARS_PER_TOKEN = 4  # `core.gateway.ledger`'s estimate, for Google's uncounted embeddings
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _DURATION = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,9})?)s$")  # google.protobuf.Duration's JSON
 
@@ -97,4 +98,10 @@ class GeminiProvider(TranslatedProvider):
     def _embeddings(
         self, deployment: Deployment, answers: list[tuple[int, Any]], body: dict[str, Any]
     ) -> dict[str, Any]:
-        return embeddings(deployment, answers, body.get("encoding_format"))
+        data = embeddings(deployment, answers, body.get("encoding_format"))
+        # Google's answer counts no tokens; a zero would meter the call as free against
+        # budgets and token limits, so the usage is estimated as the gateway estimates a
+        # prompt it has not sent yet: about four characters a token.
+        tokens = sum(-(-len(text) // CHARS_PER_TOKEN) for text in embed_texts(body))
+        data["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return data

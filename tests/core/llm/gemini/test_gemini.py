@@ -113,7 +113,7 @@ async def test_embeddings_in_batches_of_googles_size(
     client: httpx.AsyncClient, upstream: FakeUpstream
 ) -> None:
     """More texts than one `batchEmbedContents` takes: several calls, one answer in the
-    inputs' order, base64 as OpenAI encodes it, and `dimensions` passed on."""
+    inputs' order, base64 as OpenAI encodes it, `dimensions` passed on, and usage."""
     texts = [f"text {i}" for i in range(MAX_EMBED_TEXTS + 5)]
     body = {"model": "gemini-embed", "input": texts, "dimensions": 64}
     plain = await client.post("/api/v1/embeddings", json=body)
@@ -121,6 +121,9 @@ async def test_embeddings_in_batches_of_googles_size(
     data = plain.json()
     assert_valid("CreateEmbeddingResponse", data)
     assert [item["index"] for item in data["data"]] == list(range(len(texts)))
+    # Google counts no tokens: estimated (4 characters a token), never metered as free
+    estimate = sum(-(-len(text) // 4) for text in texts)
+    assert data["usage"] == {"prompt_tokens": estimate, "total_tokens": estimate}
     assert upstream.calls(EMBED_MODEL) == 2
     request = sent(upstream, EMBED_MODEL)
     assert request["path"] == f"/v1beta/models/{EMBED_MODEL}:batchEmbedContents"
