@@ -258,11 +258,6 @@ class NamedTool(_Closed):
     name: str
 
 
-class AllowedTools(_Closed):
-    mode: Literal["auto", "required"]
-    tools: list[dict[str, Any]]
-
-
 class FunctionChoice(_Closed):
     type: Literal["function"]
     function: NamedTool
@@ -271,6 +266,21 @@ class FunctionChoice(_Closed):
 class CustomChoice(_Closed):
     type: Literal["custom"]
     custom: NamedTool
+
+
+class AllowedTools(_Closed):
+    """OpenAI's `allowed_tools`: the tools named as a `tool_choice` names one (its
+    reference shows `{"type": "function", "function": {"name": ...}}`), nothing else: the
+    translations read these names."""
+
+    mode: Literal["auto", "required"]
+    tools: list[
+        Annotated[
+            Annotated[FunctionChoice, Tag("FunctionChoice")]
+            | Annotated[CustomChoice, Tag("CustomChoice")],
+            _by_type(function="FunctionChoice", custom="CustomChoice"),
+        ]
+    ]
 
 
 class AllowedToolsChoice(_Closed):

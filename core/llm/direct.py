@@ -17,6 +17,7 @@ cannot forward anything else); destination and key are the deployment's.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from core.llm.wire import StreamShape, conform_completion, conform_embeddings
 from core.observability.tracing import inject
 
 MAX_ERROR_BODY = 2000
+LARGE_BODY = 1 << 20  # aiohttp's TOO_LARGE_BYTES_BODY
 # The schema repair for each kind of answer, by the list it must hold (`core.llm.wire`).
 _CONFORM = {"choices": conform_completion, "data": conform_embeddings}
 
@@ -105,7 +107,16 @@ class DirectProvider:
         if accept is not None:
             headers["Accept"] = accept
         try:
-            response = await self.session.post(url, data=orjson.dumps(body), headers=headers)
+            raw = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # JSON nested past orjson's 255 levels
+            raise ProviderError(
+                "status", f"The request cannot be forwarded as JSON: {exc}.", status=400
+            ) from exc
+        # aiohttp warns that bytes over 1 MiB block the loop while written and asks for
+        # a file object, which it writes in pieces.
+        data: bytes | io.BytesIO = raw if len(raw) <= LARGE_BODY else io.BytesIO(raw)
+        try:
+            response = await self.session.post(url, data=data, headers=headers)
         except aiohttp.ClientConnectionError as exc:
             raise ProviderError("connect", f"cannot reach {deployment.id}: {exc}") from exc
         if response.status >= 400:

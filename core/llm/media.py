@@ -24,7 +24,7 @@ def data_image(url: Any, i: int, provider: str, types: frozenset[str]) -> tuple[
         )
     header, comma, data = url[5:].partition(",")
     media_type, _, encoding = header.partition(";")
-    if not comma or encoding != "base64" or media_type not in types:
+    if not comma or not data or encoding != "base64" or media_type not in types:
         raise ProviderError(
             "status",
             f"messages[{i}]: an image must be a base64 data: URL of {', '.join(sorted(types))}.",
