@@ -31,7 +31,6 @@ import structlog
 from core.errors import NotFoundError, note_answered
 from core.gateway.cache import CacheDirectives, ResponseCache, cache_key
 from core.gateway.ledger import Accounts, Ledger, MeteredStream, prompt_tokens
-from core.gateway.schemas import validate_chat, validate_embeddings
 from core.gateway.streams import (
     DONE,
     HEARTBEAT,
@@ -44,6 +43,7 @@ from core.gateway.streams import (
     sse_error,
 )
 from core.gateway.usage import UsageRecorder
+from core.gateway.validation import validate_chat, validate_embeddings
 from core.limits.admission import Admission, Caller, TokenGrant
 from core.llm.failures import to_gateway_error
 from core.llm.router import NoDeploymentAvailable, Router, StreamHandle
