@@ -46,12 +46,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from core.llm.anthropic_json import _json_mode
 from core.llm.anthropic_json import json_tool as json_tool  # re-exported
 from core.llm.anthropic_json import rejected as rejected  # re-exported, and used here
-from core.llm.media import data_image
+from core.llm.media import call_arguments, data_image
 from core.llm.types import Deployment
 
 # Anthropic's endpoint below its base URL (https://api.anthropic.com), and the API
@@ -244,17 +242,8 @@ def _image(image: dict[str, Any], i: int) -> dict[str, Any]:
 def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
     blocks = _text_blocks(message.get("content"), i)
     for j, call in enumerate(message.get("tool_calls") or ()):
-        if call.get("type") != "function":
-            raise rejected(f"messages[{i}]: Anthropic has function tool calls only.")
+        arguments = call_arguments(call, i, j, "Anthropic")
         function = call["function"]
-        try:
-            arguments = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise rejected(
-                f"messages[{i}].tool_calls[{j}]: Anthropic takes arguments as a JSON object."
-            )
         blocks.append(
             {"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments}
         )

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from core.llm.media import base64_data, data_image
+from core.llm.media import base64_data, call_arguments, data_image
 from core.llm.types import ProviderError
 
 THOUGHT_SIGNATURE = "skip_thought_signature_validator"  # Google's stand-in for a lost one
@@ -147,17 +145,8 @@ def _model_parts(
     parts = _parts(message.get("content"), i)
     made: list[tuple[str, str]] = []
     for j, call in enumerate(message.get("tool_calls") or ()):
-        if call.get("type") != "function":
-            raise rejected(f"messages[{i}]: Gemini has function tool calls only.")
+        arguments = call_arguments(call, i, j, "Gemini")
         function = call["function"]
-        try:
-            arguments = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise rejected(
-                f"messages[{i}].tool_calls[{j}]: Gemini takes arguments as a JSON object."
-            )
         part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": arguments}}
         if not made:  # Gemini 3 checks the first call of a turn only
             part["thoughtSignature"] = THOUGHT_SIGNATURE

@@ -1,13 +1,16 @@
-"""Images in a client's messages, for the providers Skygate translates (Anthropic,
-Gemini): taken only as `data:` URLs. A web URL would make the provider fetch whatever
-the client names, from the provider's network and on the deployment's account; a
-client's 400 instead, before anything is sent."""
+"""What the translations to Anthropic's and Gemini's requests read the same way from a
+client's messages: images, taken only as `data:` URLs (a web URL would make the provider
+fetch whatever the client names, from the provider's network and on the deployment's
+account: a client's 400 instead, before anything is sent), and the arguments of the tool
+calls a client sends back, which both providers take only as a JSON object."""
 
 from __future__ import annotations
 
 import binascii
 from base64 import b64decode
 from typing import Any
+
+import orjson
 
 from core.llm.types import ProviderError
 
@@ -42,3 +45,23 @@ def base64_data(data: Any, i: int, what: str) -> None:
         raise ProviderError(
             "status", f"messages[{i}]: {what} is not valid base64.", status=400
         ) from None
+
+
+def call_arguments(call: dict[str, Any], i: int, j: int, provider: str) -> dict[str, Any]:
+    """The arguments of `messages[i].tool_calls[j]` (a function call) as an object; any
+    other call, or arguments that are not a JSON object, is the client's 400."""
+    if call.get("type") != "function":
+        raise ProviderError(
+            "status", f"messages[{i}]: {provider} has function tool calls only.", status=400
+        )
+    try:
+        arguments = orjson.loads(call["function"].get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise ProviderError(
+            "status",
+            f"messages[{i}].tool_calls[{j}]: {provider} takes arguments as a JSON object.",
+            status=400,
+        )
+    return arguments
