@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import client_ip, operator_access, presented_credential
 from core.config import Settings
 from core.container import ServicesDep
@@ -68,7 +68,7 @@ async def prometheus_metrics(services: ServicesDep) -> Response:
 @router.get(
     "/metrics/cache",
     dependencies=[Depends(require_metrics_token)],
-    responses=openapi.ok(openapi.CacheStats, 401, 429),
+    responses=openapi.ok(bodies.CacheStats, 401, 429),
 )
 def cache_metrics(services: ServicesDep) -> dict[str, Any]:
     totals = counter_totals("redis_cache_hits", "redis_cache_misses")

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import client_ip, operator_access, presented_credential
 from core.container import Services, ServicesDep
 from core.errors import RateLimitError
@@ -26,12 +26,12 @@ router = APIRouter(tags=["probes"])
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/live", responses=openapi.ok(openapi.Live))
+@router.get("/live", responses=openapi.ok(bodies.Live))
 async def live() -> JSONResponse:
     return JSONResponse({"alive": True}, headers=NO_STORE)
 
 
-@router.get("/ready", responses={**openapi.ok(openapi.Ready), **openapi.unavailable(openapi.Ready)})
+@router.get("/ready", responses={**openapi.ok(bodies.Ready), **openapi.unavailable(bodies.Ready)})
 async def ready(services: ServicesDep) -> JSONResponse:
     ok, reasons = await services.health.readiness()
     if ok:
@@ -59,7 +59,7 @@ async def _detailed(request: Request, services: ServicesDep) -> bool:
 
 
 @router.get(
-    "/health", responses={**openapi.ok(openapi.Health), **openapi.unavailable(openapi.Health)}
+    "/health", responses={**openapi.ok(bodies.Health), **openapi.unavailable(bodies.Health)}
 )
 async def health(request: Request, services: ServicesDep) -> JSONResponse:
     body = await health_body(request, services, detailed=await _detailed(request, services))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import openapi
+from api import bodies, openapi
 from core.container import ServicesDep
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/", responses=openapi.ok(openapi.Root))
+@router.get("/", responses=openapi.ok(bodies.Root))
 async def root(services: ServicesDep) -> dict[str, object]:
     settings = services.settings
     return {

@@ -9,14 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.definitions import AgentSpec, RunLimits, StopReason
-from api.openapi import _Gateway
+from api.bodies import GatewayBody
 
 RunStatus = Literal[
     "queued", "in_progress", "requires_action", "completed", "incomplete", "failed", "cancelled"
 ]
 
 
-class AgentSummary(_Gateway):
+class AgentSummary(GatewayBody):
     id: str
     object: Literal["agent"]
     name: str
@@ -28,7 +28,7 @@ class AgentSummary(_Gateway):
     shared: bool
 
 
-class AgentList(_Gateway):
+class AgentList(GatewayBody):
     object: Literal["list"]
     data: list[AgentSummary]
 
@@ -41,7 +41,7 @@ class AgentDetail(AgentSummary):
     tool_definitions: list[Any]
 
 
-class AgentDeleted(_Gateway):
+class AgentDeleted(GatewayBody):
     id: str
     object: Literal["agent.deleted"]
     deleted: bool
@@ -80,7 +80,7 @@ class RunCreate(BaseModel):
     idempotency_key: str | None = None
 
 
-class RunUsage(_Gateway):
+class RunUsage(GatewayBody):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -90,24 +90,24 @@ class RunUsage(_Gateway):
     estimated: bool
 
 
-class ToolCallView(_Gateway):
+class ToolCallView(GatewayBody):
     id: str | None
     name: str
     arguments: str
 
 
-class RequiredAction(_Gateway):
+class RequiredAction(GatewayBody):
     type: Literal["submit_tool_outputs"]
     tool_calls: list[ToolCallView]
 
 
-class RunError(_Gateway):
+class RunError(GatewayBody):
     code: str
     message: str
     status: int | None = None
 
 
-class RunObject(_Gateway):
+class RunObject(GatewayBody):
     id: str
     object: Literal["agent.run"]
     agent_id: str
@@ -127,7 +127,7 @@ class RunObject(_Gateway):
     last_seq: int
 
 
-class RunEvent(_Gateway):
+class RunEvent(GatewayBody):
     """One event: `type`, the run, its per-run `seq`, and the type's own fields."""
 
     model_config = ConfigDict(extra="allow")
@@ -137,7 +137,7 @@ class RunEvent(_Gateway):
     seq: int
 
 
-class ThreadMessages(_Gateway):
+class ThreadMessages(GatewayBody):
     object: Literal["list"]
     thread_id: str
     data: list[dict[str, Any]]

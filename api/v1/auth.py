@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import PrincipalDep
 from core.auth.credentials import issue_token
 from core.container import ServicesDep
@@ -24,7 +24,7 @@ from core.errors import PermissionDeniedError, ServiceUnavailableError
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/api/v1/auth/token", responses=openapi.ok(openapi.Token, 403, 503))
+@router.post("/api/v1/auth/token", responses=openapi.ok(bodies.Token, 403, 503))
 async def token(
     services: ServicesDep, principal: PrincipalDep, response: Response
 ) -> dict[str, Any]:

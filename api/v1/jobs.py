@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import PrincipalDep
 from core.auth.authenticator import Principal
 from core.container import ServicesDep
@@ -41,7 +41,7 @@ class JobCreate(BaseModel):
     dedupe_key: str | None = Field(default=None, min_length=1, max_length=256)
 
 
-class JobProgress(openapi._Gateway):
+class JobProgress(bodies.GatewayBody):
     step: str | None
     percentage: float
     current_step: int
@@ -49,13 +49,13 @@ class JobProgress(openapi._Gateway):
     message: str | None
 
 
-class JobError(openapi._Gateway):
+class JobError(bodies.GatewayBody):
     message: str
     type: str
     code: str
 
 
-class JobObject(openapi._Gateway):
+class JobObject(bodies.GatewayBody):
     id: str
     object: Literal["job"]
     type: str
@@ -69,7 +69,7 @@ class JobObject(openapi._Gateway):
     finished_at: str | None
 
 
-class JobCreated(openapi._Gateway):
+class JobCreated(bodies.GatewayBody):
     id: str
     object: Literal["job"]
     type: str
@@ -77,13 +77,13 @@ class JobCreated(openapi._Gateway):
     created_at: str
 
 
-class JobList(openapi._Gateway):
+class JobList(bodies.GatewayBody):
     object: Literal["list"]
     data: list[JobObject]
     has_more: bool
 
 
-class JobStats(openapi._Gateway):
+class JobStats(bodies.GatewayBody):
     pending: int
     processing: int
     succeeded_24h: int

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import AdminDep
 from core.auth.key_schema import KeyCreate, KeyUpdate, key_view
 from core.container import ServicesDep
@@ -21,7 +21,7 @@ router = APIRouter(tags=["keys"])
 
 
 @router.post(
-    "/api/v1/keys", status_code=201, responses=openapi.ok(openapi.ApiKeyCreated, status=201)
+    "/api/v1/keys", status_code=201, responses=openapi.ok(bodies.ApiKeyCreated, status=201)
 )
 async def create_key(
     body: KeyCreate, services: ServicesDep, principal: AdminDep, response: Response
@@ -31,7 +31,7 @@ async def create_key(
     return {**key_view(created.row), "key": created.secret}
 
 
-@router.get("/api/v1/keys", responses=openapi.ok(openapi.ApiKeyList))
+@router.get("/api/v1/keys", responses=openapi.ok(bodies.ApiKeyList))
 async def get_keys(
     services: ServicesDep, principal: AdminDep, tenant: str | None = None
 ) -> dict[str, Any]:
@@ -39,18 +39,18 @@ async def get_keys(
     return {"object": "list", "data": [key_view(row) for row in rows]}
 
 
-@router.get("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
+@router.get("/api/v1/keys/{key_id}", responses=openapi.ok(bodies.ApiKeyObject, 404))
 async def get_key(key_id: str, services: ServicesDep, principal: AdminDep) -> dict[str, Any]:
     return key_view(await services.keys.get(key_id))
 
 
-@router.patch("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyObject, 404))
+@router.patch("/api/v1/keys/{key_id}", responses=openapi.ok(bodies.ApiKeyObject, 404))
 async def patch_key(
     key_id: str, body: KeyUpdate, services: ServicesDep, principal: AdminDep
 ) -> dict[str, Any]:
     return key_view(await services.keys.update(key_id, **body.model_dump(exclude_unset=True)))
 
 
-@router.delete("/api/v1/keys/{key_id}", responses=openapi.ok(openapi.ApiKeyRevoked, 404))
+@router.delete("/api/v1/keys/{key_id}", responses=openapi.ok(bodies.ApiKeyRevoked, 404))
 async def revoke_key(key_id: str, services: ServicesDep, principal: AdminDep) -> dict[str, Any]:
     return {**key_view(await services.keys.revoke(key_id)), "deleted": True}

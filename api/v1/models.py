@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import PrincipalDep
 from core.container import ServicesDep
 from core.errors import NotFoundError
@@ -28,7 +28,7 @@ def _model(services: Any, name: str) -> dict[str, Any]:
     return entry
 
 
-@router.get("/api/v1/models", responses=openapi.ok(openapi.ModelList))
+@router.get("/api/v1/models", responses=openapi.ok(bodies.ModelList))
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
     return {
         "object": "list",
@@ -36,7 +36,7 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> dict[st
     }
 
 
-@router.get("/api/v1/models/{model_id:path}", responses=openapi.ok(openapi.ModelObject, 404))
+@router.get("/api/v1/models/{model_id:path}", responses=openapi.ok(bodies.ModelObject, 404))
 async def get_model(
     model_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import PrincipalDep
 from core.container import ServicesDep
 from core.errors import BadRequestError
@@ -16,7 +16,7 @@ router = APIRouter(tags=["usage"])
 MAX_DAYS = 366
 
 
-@router.get("/api/v1/usage", responses=openapi.ok(openapi.UsageReport))
+@router.get("/api/v1/usage", responses=openapi.ok(bodies.UsageReport))
 async def usage(
     services: ServicesDep,
     principal: PrincipalDep,

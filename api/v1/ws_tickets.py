@@ -12,7 +12,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from api import openapi
+from api import bodies, openapi
 from api.deps import PrincipalDep
 from api.ws.session import PROTOCOL
 from core.auth.tickets import TICKET_SECONDS
@@ -21,7 +21,7 @@ from core.container import ServicesDep
 router = APIRouter(tags=["agents"])
 
 
-class Ticket(openapi._Gateway):
+class Ticket(bodies.GatewayBody):
     object: Literal["ws.ticket"]
     ticket: str
     expires_at: int

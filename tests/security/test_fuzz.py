@@ -39,7 +39,7 @@ from schemathesis.checks import (  # the registry of checks, by name
 from schemathesis.core.result import Ok
 from schemathesis.errors import FailureGroup
 
-from api.openapi import ChatCompletionChunk, ErrorResponse
+from api.bodies import ChatCompletionChunk, ErrorResponse
 from main_enterprise import create_app
 from tests.support.app import make_settings
 from tests.support.llm import LLMApp
