@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from bench.fake_upstream import FakeUpstream
-from tests.support.app import make_settings, running_app
+from tests.support.app import routed_app
 from tests.support.contracts import assert_valid, sse_data
 from tests.support.providers import NATIVE, provider_router_yaml, set_keys
 from tests.support.requests import CHAT
@@ -505,11 +505,10 @@ async def client(
     upstream: FakeUpstream, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     set_keys(monkeypatch)
-    router = tmp_path / "router.yaml"
-    router.write_text(provider_router_yaml(upstream))  # no retries, no cooldown
-    settings = make_settings(router_config=str(router), database_url=sqlite_url, enable_cache=False)
-    async with running_app(settings) as (_, http):
-        yield http
+    async with routed_app(
+        provider_router_yaml(upstream), tmp_path, database_url=sqlite_url
+    ) as http:
+        yield http  # no retries, no cooldown, no cache
 
 
 def _log(capfd: pytest.CaptureFixture[str]) -> str:

@@ -16,7 +16,7 @@ import httpx
 
 from bench.fake_upstream import FakeUpstream
 from tests.support.anthropic import MODEL
-from tests.support.app import make_settings, running_app
+from tests.support.app import NO_RETRIES, routed_app
 from tests.support.replay import Replay
 
 KEY = "fake-anthropic-key"
@@ -28,29 +28,17 @@ async def anthropic_gateway(
     upstream: FakeUpstream, replay: Replay, database_url: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A running gateway (no cache, no retries) and its client; the key is ANTHROPIC_API_KEY."""
-    router = tmp_path / "router.yaml"
-    router.write_text(
-        textwrap.dedent(f"""\
-            retry:
-              attempts: 0
-            cooldown:
-              failures: 100
-              seconds: 1
-            providers:
-              fake: {{kind: anthropic, api_base: "{upstream.root_url}"}}
-              fake-v1: {{kind: anthropic, api_base: "{upstream.root_url}/v1/"}}
-              replay: {{kind: anthropic, api_base: "{replay.url}"}}
-            model_groups:
-              - {{name: claude, deployments: [{{provider: fake, model: {MODEL}}}]}}
-              - {{name: claude-v1, deployments: [{{provider: fake-v1, model: {V1_MODEL}}}]}}
-              - {{name: replayed, deployments: [{{provider: replay, model: {MODEL}}}]}}
-            """)
-    )
-    settings = make_settings(
-        router_config=str(router),
-        anthropic_api_key=KEY,
-        database_url=database_url,
-        enable_cache=False,
-    )
-    async with running_app(settings) as (_, http):
+    router = NO_RETRIES + textwrap.dedent(f"""\
+        providers:
+          fake: {{kind: anthropic, api_base: "{upstream.root_url}"}}
+          fake-v1: {{kind: anthropic, api_base: "{upstream.root_url}/v1/"}}
+          replay: {{kind: anthropic, api_base: "{replay.url}"}}
+        model_groups:
+          - {{name: claude, deployments: [{{provider: fake, model: {MODEL}}}]}}
+          - {{name: claude-v1, deployments: [{{provider: fake-v1, model: {V1_MODEL}}}]}}
+          - {{name: replayed, deployments: [{{provider: replay, model: {MODEL}}}]}}
+        """)
+    async with routed_app(
+        router, tmp_path, anthropic_api_key=KEY, database_url=database_url
+    ) as http:
         yield http

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,9 @@ from fastapi import FastAPI
 from core.config import Settings
 from core.container import Services
 from main_enterprise import create_app
+
+# A router config's head for tests that count upstream calls: no retries, no cooldown.
+NO_RETRIES = "retry:\n  attempts: 0\ncooldown:\n  failures: 100\n  seconds: 1\n"
 
 AppFactory = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
 
@@ -43,6 +47,19 @@ async def running_app(
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://skygate.test") as client:
             yield app, client
+
+
+@asynccontextmanager
+async def routed_app(
+    router: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A running app routed by `router` (router config YAML, written under `tmp_path`),
+    without the response cache unless told, and a client talking to it."""
+    path = tmp_path / "router.yaml"
+    path.write_text(router)
+    overrides.setdefault("enable_cache", False)
+    async with running_app(make_settings(router_config=str(path), **overrides)) as (_, http):
+        yield http
 
 
 def services(app: FastAPI) -> Services:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench.fake_upstream import FakeUpstream
-from tests.support.app import make_settings, running_app
+from tests.support.app import NO_RETRIES, routed_app
 from tests.support.contracts import assert_valid, assert_valid_stream
 from tests.support.replay import Replay
 from tests.support.requests import CHAT
@@ -35,27 +35,16 @@ async def cohere_gateway(
     upstream: FakeUpstream, replay: Replay, database_url: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A running gateway (no cache, no retries) and its client; the key is COHERE_API_KEY."""
-    router = tmp_path / "router.yaml"
-    router.write_text(
-        textwrap.dedent(f"""\
-            retry:
-              attempts: 0
-            cooldown:
-              failures: 100
-              seconds: 1
-            providers:
-              fake: {{kind: cohere, api_base: "{upstream.root_url}"}}
-              replay: {{kind: cohere, api_base: "{replay.url}"}}
-            model_groups:
-              - {{name: cohere, deployments: [{{provider: fake, model: {MODEL}}}]}}
-              - {{name: cohere-embed, deployments: [{{provider: fake, model: {EMBED_MODEL}}}]}}
-              - {{name: replayed, deployments: [{{provider: replay, model: {REPLAYED_MODEL}}}]}}
-            """)
-    )
-    settings = make_settings(
-        router_config=str(router), cohere_api_key=KEY, database_url=database_url, enable_cache=False
-    )
-    async with running_app(settings) as (_, http):
+    router = NO_RETRIES + textwrap.dedent(f"""\
+        providers:
+          fake: {{kind: cohere, api_base: "{upstream.root_url}"}}
+          replay: {{kind: cohere, api_base: "{replay.url}"}}
+        model_groups:
+          - {{name: cohere, deployments: [{{provider: fake, model: {MODEL}}}]}}
+          - {{name: cohere-embed, deployments: [{{provider: fake, model: {EMBED_MODEL}}}]}}
+          - {{name: replayed, deployments: [{{provider: replay, model: {REPLAYED_MODEL}}}]}}
+        """)
+    async with routed_app(router, tmp_path, cohere_api_key=KEY, database_url=database_url) as http:
         yield http
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bench.fake_upstream import FakeUpstream
+from tests.support.app import NO_RETRIES
 
 KEYS = {
     "FAKE_ANTHROPIC_KEY": "fake-anthropic-key",
@@ -29,12 +30,7 @@ def provider_router_yaml(upstream: FakeUpstream) -> str:
     """Every provider kind's deployment pointed at `upstream` (its base URLs as the real
     services have them: Gemini's includes the API version, Cohere's is the host)."""
     root = upstream.root_url
-    return textwrap.dedent(f"""\
-        retry:
-          attempts: 0
-        cooldown:
-          failures: 100
-          seconds: 1
+    return NO_RETRIES + textwrap.dedent(f"""\
         providers:
           fake-anthropic: {{kind: anthropic, api_base: "{root}", api_key_env: FAKE_ANTHROPIC_KEY}}
           fake-google: {{kind: google, api_base: "{root}/v1beta", api_key_env: FAKE_GOOGLE_KEY}}

@@ -19,7 +19,7 @@ import pytest
 from bench.fake_upstream import FakeUpstream
 from core.llm.gemini import retry_delay
 from core.llm.gemini_request import MAX_EMBED_TEXTS
-from tests.support.app import make_settings, running_app
+from tests.support.app import NO_RETRIES, routed_app
 from tests.support.contracts import assert_valid, assert_valid_stream
 from tests.support.requests import CHAT, chat
 
@@ -33,28 +33,14 @@ async def client(
     upstream: FakeUpstream, sqlite_url: str, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """No cache, no retries; the key is GOOGLE_AI_API_KEY, the base URL the version root."""
-    router = tmp_path / "router.yaml"
-    router.write_text(
-        textwrap.dedent(f"""\
-            retry:
-              attempts: 0
-            cooldown:
-              failures: 100
-              seconds: 1
-            providers:
-              fake: {{kind: google, api_base: "{upstream.root_url}/v1beta"}}
-            model_groups:
-              - {{name: gemini, deployments: [{{provider: fake, model: {MODEL}}}]}}
-              - {{name: gemini-embed, deployments: [{{provider: fake, model: {EMBED_MODEL}}}]}}
-            """)
-    )
-    settings = make_settings(
-        router_config=str(router),
-        google_ai_api_key=KEY,
-        database_url=sqlite_url,
-        enable_cache=False,
-    )
-    async with running_app(settings) as (_, http):
+    router = NO_RETRIES + textwrap.dedent(f"""\
+        providers:
+          fake: {{kind: google, api_base: "{upstream.root_url}/v1beta"}}
+        model_groups:
+          - {{name: gemini, deployments: [{{provider: fake, model: {MODEL}}}]}}
+          - {{name: gemini-embed, deployments: [{{provider: fake, model: {EMBED_MODEL}}}]}}
+        """)
+    async with routed_app(router, tmp_path, google_ai_api_key=KEY, database_url=sqlite_url) as http:
         yield http
 
 
