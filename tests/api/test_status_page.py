@@ -328,14 +328,18 @@ def test_traffic_is_the_instance_whichever_worker_answers(tmp_path: Path) -> Non
         while gateway.logs().count('"skygate_started"') < 2:  # both workers took a first reading
             assert time.monotonic() < deadline, gateway.logs()[-2000:]
             time.sleep(0.1)
-        for _ in range(20):  # a connection each, so both workers serve some
+        # A connection each, until both workers have served some: which worker accepts a
+        # connection is the kernel's choice, and on a loaded machine one may take 20 in a row.
+        sent, served = 0, list[float]()
+        while sent < 20 or len([n for n in served if n]) < 2:
+            assert sent < 400, f"one worker accepted every connection: {served}"
             assert httpx.get(f"{gateway.base_url}/api/v1/models", headers=CALLER).status_code == 200
-        served = [served_by(path) for path in (tmp_path / "prom").glob("counter_*.db")]
-        assert len([n for n in served if n]) == 2, served
+            sent += 1
+            served = [served_by(path) for path in (tmp_path / "prom").glob("counter_*.db")]
         time.sleep(2.1)  # each worker takes a new reading at most every 2 s
         seen = []
         for _ in range(8):
             body = httpx.get(f"{gateway.base_url}/health", headers=OPERATOR).json()
             traffic = body["traffic"]
             seen.append(round(traffic["requests_per_second"] * traffic["window_seconds"]))
-        assert seen == [20] * 8, "every worker counts the requests the other one served"
+        assert seen == [sent] * 8, "every worker counts the requests the other one served"
